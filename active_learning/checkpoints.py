@@ -1,0 +1,116 @@
+"""The layout of a model directory, and loading a trained model from one.
+
+    model_dir/
+      model_config.json   the ModelConfig that builds the model
+      run_config.json     how it was trained (task, data, episode shape, flags)
+      vocabulary.npz      ratings task: the movieId of each item index
+      checkpoints/        full training state (model, optimizer, step, sampler
+                          RNG), tf.train.CheckpointManager, newest last
+      best/               the checkpoint with the best validation metric
+      metrics.json        held-out curves of the final evaluation
+
+Checkpoints save the model under the key `model`, so any code can restore the
+weights alone with `tf.train.Checkpoint(model=model)`.
+"""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from active_learning.config import ModelConfig
+from active_learning.model import ActiveMatchingNetwork
+
+MODEL_CONFIG = "model_config.json"
+RUN_CONFIG = "run_config.json"
+VOCABULARY = "vocabulary.npz"
+CHECKPOINTS = "checkpoints"
+BEST = "best"
+METRICS = "metrics.json"
+
+
+def write_json_atomic(path, value):
+    """Writes JSON through a temporary file so a crash never leaves half a file."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(json.dumps(value, indent=2, sort_keys=True, default=_json_default) + "\n")
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def read_json(path):
+    with tf.io.gfile.GFile(path) as f:
+        return json.loads(f.read())
+
+
+def save_model_config(model_dir, config: ModelConfig):
+    tf.io.gfile.makedirs(model_dir)
+    write_json_atomic(os.path.join(model_dir, MODEL_CONFIG), json.loads(config.to_json()))
+
+
+def load_model_config(model_dir) -> ModelConfig:
+    path = os.path.join(model_dir, MODEL_CONFIG)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(
+            f"{path} not found: {model_dir!r} is not a trained model directory "
+            "(train one with `python -m trainers.omniglot` or `trainers.movielens`)")
+    return ModelConfig.from_dict(read_json(path))
+
+
+def save_vocabulary(model_dir, movie_ids):
+    path = os.path.join(model_dir, VOCABULARY)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, movie_ids=np.asarray(movie_ids, np.int64))
+    os.replace(tmp, path)
+
+
+def load_vocabulary(model_dir):
+    path = os.path.join(model_dir, VOCABULARY)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: a ratings model needs its movieId vocabulary")
+    with np.load(path) as f:
+        return f["movie_ids"]
+
+
+def find_checkpoint(model_dir, which="best"):
+    """Path of the `best` (falling back to latest) or `latest` checkpoint."""
+    if which not in ("best", "latest"):
+        raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
+    candidates = [BEST, CHECKPOINTS] if which == "best" else [CHECKPOINTS]
+    for sub in candidates:
+        path = tf.train.latest_checkpoint(os.path.join(model_dir, sub))
+        if path:
+            return path
+    raise FileNotFoundError(
+        f"no checkpoint under {model_dir!r} (looked in {candidates}); "
+        "train first, or point --model_dir at a directory that has one")
+
+
+def load_model(model_dir, which="best"):
+    """Rebuilds the model from `model_config.json` and restores its weights.
+
+    Raises a clear error when the checkpoint is missing, corrupt, or was
+    written by a model of another shape.
+    """
+    config = load_model_config(model_dir)
+    path = find_checkpoint(model_dir, which)
+    model = ActiveMatchingNetwork(config)
+    try:
+        status = tf.train.Checkpoint(model=model).restore(path)
+        status.expect_partial()
+        status.assert_existing_objects_matched()
+    except (tf.errors.OpError, AssertionError, ValueError) as e:
+        raise ValueError(
+            f"checkpoint {path} does not match the model described by "
+            f"{os.path.join(model_dir, MODEL_CONFIG)} or is corrupt: {e}") from e
+    return model, path

@@ -1,0 +1,69 @@
+"""Model configuration: the one place that fixes the architecture's sizes.
+
+A checkpoint is only meaningful together with the config that built the
+model; trainers save it as `model_config.json` beside the checkpoints, and
+export refuses a checkpoint whose config does not match.
+"""
+
+import dataclasses
+import json
+
+TASKS = ("classification", "regression")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Sizes and task of an `ActiveMatchingNetwork`.
+
+    Attributes:
+      task: "classification" (Omniglot) or "regression" (MovieLens ratings).
+      max_classes: width of the one-hot labels; a model reads any N <= this.
+      embed_dim: width of item embeddings x' and x''.
+      units: width of the context LSTMs, the controller and the matching LSTM.
+      matching_steps: K, the slow predictor's matching iterations (paper: 3).
+      image_size: side of the square grey-scale images (classification).
+      num_items: vocabulary size of the item table (regression).
+      item_table_dim: width of that table (the latent-factor dimension).
+      train_item_table: whether the item table keeps learning.
+      rating_min, rating_max: the rating scale (regression).
+      rating_prior: initial prediction before any rating is seen.
+    """
+
+    task: str = "classification"
+    max_classes: int = 20
+    embed_dim: int = 64
+    units: int = 64
+    matching_steps: int = 3
+    image_size: int = 28
+    num_items: int = 0
+    item_table_dim: int = 0
+    train_item_table: bool = True
+    rating_min: float = 0.5
+    rating_max: float = 5.0
+    rating_prior: float = 3.5
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.task == "classification" and self.max_classes < 2:
+            raise ValueError(f"max_classes must be >= 2, got {self.max_classes}")
+        if self.task == "regression" and self.num_items < 1:
+            raise ValueError("a regression model needs num_items >= 1 (the item vocabulary size)")
+        for name in ("embed_dim", "units", "matching_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text):
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,1 @@
+"""Episode pipelines: Omniglot classification and MovieLens cold-start rating."""

@@ -1,0 +1,110 @@
+"""Fast and slow prediction modules (paper 3.2.5 and 3.2.6).
+
+Both predict by attention over the labelled items: a convex combination of
+their label vectors (one-hot classes, or ratings). When no item is labelled
+yet the attention mass is 0 and the prediction falls back to a prior (uniform
+over classes; a global rating), so predictions are always defined.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from active_learning.layers.lstm import LayerNormLSTMCell
+from active_learning.layers.masked import cosine_matrix, masked_softmax
+from active_learning.layers.weight_norm import WeightNormDense
+
+
+def blend_with_prior(attention, label_vectors, prior):
+    """sum_j a_j y_j + (1 - sum_j a_j) * prior, for attention `[B, N, P]`.
+
+    The prior's weight is clipped at 0: attention that sums to 1 + 1e-7 by
+    rounding would otherwise give classes no item carries a probability of
+    about -1e-8, and log() of it is NaN.
+    """
+    mass = tf.reduce_sum(attention, -1, keepdims=True)
+    return tf.linalg.matmul(attention, label_vectors) + tf.maximum(1.0 - mass, 0.0) * prior
+
+
+def soft_clip(x, limit):
+    """Smoothly bounds x to (-limit, limit); keeps gradients everywhere."""
+    return limit * tf.tanh(x / limit)
+
+
+class FastPredictor(keras.layers.Layer):
+    """Predicts labels of pool items from their cosines to labelled items.
+
+    gamma_i = exp(x''_i . W_gamma s_t) sharpens item i's softmax over the
+    labelled items; the cosine matrix is the one computed once per episode.
+    """
+
+    def __init__(self, embed_dim, control_units, max_log_temperature=6.0, **kwargs):
+        super().__init__(**kwargs)
+        self.embed_dim = int(embed_dim)
+        self.control_units = int(control_units)
+        self.max_log_temperature = max_log_temperature
+        self.temperature_map = WeightNormDense(self.embed_dim, name="temperature_map")
+
+    def build(self, input_shape):
+        del input_shape  # the first input is the pool; sizes come from __init__
+        self.temperature_map.build((None, self.control_units))
+        self.built = True
+
+    def call(self, embeddings, control, cosine, labeled, label_vectors, prior):
+        """Returns (predictions [B, P, L], attention [B, P, P])."""
+        log_gamma = tf.einsum("bpd,bd->bp", embeddings, self.temperature_map(control))
+        gamma = tf.exp(soft_clip(log_gamma, self.max_log_temperature))
+        not_self = tf.logical_not(tf.eye(tf.shape(labeled)[-1], dtype=tf.bool))
+        mask = tf.logical_and(labeled[:, None, :], not_self[None])
+        attention = masked_softmax(gamma[:, :, None] * cosine, mask)
+        return blend_with_prior(attention, label_vectors, prior), attention
+
+
+class SlowPredictor(keras.layers.Layer):
+    """Matching-Network read of the labelled items for held-out queries.
+
+    K steps of m_k = LSTM(m_{k-1}, [x~_{k-1}; x^'; s_t]), x^'' = x^' + W_m m_k,
+    a_k = softmax over labelled items of tau * cos(x^'', x''_j), x~_k = a_k X''.
+    The label attention of the last step is the prediction. tau is a learned
+    scale (cosines alone are too flat for a sharp softmax).
+    """
+
+    def __init__(self, units, embed_dim, control_units, steps=3, initial_temperature=10.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if steps < 1:
+            raise ValueError(f"matching steps must be >= 1, got {steps}")
+        self.units = int(units)
+        self.embed_dim = int(embed_dim)
+        self.control_units = int(control_units)
+        self.steps = int(steps)
+        self.initial_temperature = float(initial_temperature)
+        self.cell = LayerNormLSTMCell(self.units, name="matching_lstm")
+        self.match_map = WeightNormDense(self.embed_dim, name="match_map")
+
+    def build(self, input_shape):
+        del input_shape  # the first input is the queries; sizes come from __init__
+        self.cell.build((None, 2 * self.embed_dim + self.control_units))
+        self.match_map.build((None, self.units))
+        self.log_temperature = self.add_weight(
+            name="log_temperature", shape=(),
+            initializer=keras.initializers.Constant(np.log(self.initial_temperature)))
+        self.built = True
+
+    def call(self, queries, control, support, labeled, label_vectors, prior):
+        """queries [B,Q,D], control [B,H], support [B,P,D] -> (pred, attention)."""
+        num_queries = tf.shape(queries)[1]
+        control_q = tf.tile(control[:, None, :], [1, num_queries, 1])
+        state = tf.zeros(tf.concat([tf.shape(queries)[:2], [2 * self.units]], 0),
+                         queries.dtype)
+        read = tf.zeros_like(queries)
+        mask = tf.broadcast_to(labeled[:, None, :],
+                               tf.concat([tf.shape(queries)[:2], tf.shape(labeled)[1:]], 0))
+        temperature = tf.exp(tf.convert_to_tensor(self.log_temperature))
+        attention = None
+        for _ in range(self.steps):  # K is a small constant (3): unrolled
+            hidden, state = self.cell(tf.concat([read, queries, control_q], -1), state)
+            matched = queries + self.match_map(hidden)
+            attention = masked_softmax(temperature * cosine_matrix(matched, support), mask)
+            read = tf.linalg.matmul(attention, support)
+        return blend_with_prior(attention, label_vectors, prior), attention

@@ -1,0 +1,45 @@
+"""Reading module (paper 3.2.2): r_t = W_r [x''_i; y_i] for the chosen item.
+
+Labels enter as one-hot over `max_classes` (so a model trained on 5..20-way
+tasks reads 20-way ones) or, for ratings, as the centred rating plus a learned
+embedding of its half-star level (DESIGN.md).
+"""
+
+import keras
+import tensorflow as tf
+
+from active_learning.layers.weight_norm import WeightNormDense
+
+
+class Reader(keras.layers.Layer):
+    """Encodes the chosen item and its label into the controller's input."""
+
+    def __init__(self, units, task, max_classes=20, rating_levels=10,
+                 rating_embedding_dim=8, rating_center=3.0, **kwargs):
+        super().__init__(**kwargs)
+        if task not in ("classification", "regression"):
+            raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+        self.units = int(units)
+        self.task = task
+        self.max_classes = int(max_classes)
+        self.rating_levels = int(rating_levels)
+        self.rating_center = float(rating_center)
+        if task == "regression":
+            self.rating_embedding = keras.layers.Embedding(
+                self.rating_levels, rating_embedding_dim, name="rating_embedding")
+        self.project = WeightNormDense(self.units, name="project")
+
+    def label_features(self, label):
+        """Label `[...]` (int class or float rating) -> features `[..., L]`."""
+        if self.task == "classification":
+            return tf.one_hot(tf.cast(label, tf.int32), self.max_classes)
+        rating = tf.cast(label, tf.float32)
+        # Half-star levels 0.5..5 -> 0..9; other scales are clipped into range.
+        level = tf.clip_by_value(
+            tf.cast(tf.round(rating * 2.0), tf.int32) - 1, 0, self.rating_levels - 1)
+        return tf.concat([(rating - self.rating_center)[..., None],
+                          self.rating_embedding(level)], axis=-1)
+
+    def call(self, item_embedding, label):
+        return self.project(
+            tf.concat([item_embedding, self.label_features(label)], axis=-1))

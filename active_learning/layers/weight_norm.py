@@ -1,0 +1,54 @@
+"""Weight-normalised linear map (Salimans & Kingma, 2016).
+
+Every linear map W in the paper is reparameterised as W = g * V / ||V|| (norm
+per output unit) with a bias b, which decouples a unit's scale from its
+direction and keeps the many small maps of the model well conditioned.
+"""
+
+import keras
+import tensorflow as tf
+
+
+class WeightNormDense(keras.layers.Layer):
+    """y = activation(x @ (g * V / ||V||_col) + b)."""
+
+    def __init__(self, units, use_bias=True, activation=None,
+                 kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.use_bias = use_bias
+        self.activation = keras.activations.get(activation)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, input_shape):
+        in_dim = int(input_shape[-1])
+        self.direction = self.add_weight(
+            name="direction", shape=(in_dim, self.units),
+            initializer=self.kernel_initializer)
+        self.gain = self.add_weight(name="gain", shape=(self.units,),
+                                    initializer="ones")
+        if self.use_bias:
+            self.bias = self.add_weight(name="bias", shape=(self.units,),
+                                        initializer="zeros")
+        self.built = True
+
+    def kernel(self):
+        """The effective weight matrix g * V / ||V||."""
+        v = tf.convert_to_tensor(self.direction)
+        norm = tf.sqrt(tf.reduce_sum(tf.square(v), axis=0) + 1e-12)
+        return v * (tf.convert_to_tensor(self.gain) / norm)
+
+    def call(self, inputs):
+        outputs = tf.tensordot(inputs, self.kernel(), axes=[[-1], [0]])
+        if self.use_bias:
+            outputs = outputs + self.bias
+        return self.activation(outputs)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(units=self.units, use_bias=self.use_bias,
+                      activation=keras.activations.serialize(self.activation))
+        return config

@@ -1,0 +1,220 @@
+"""The training step of paper 3.3: RL for selection, backprop for prediction.
+
+`Trainer` owns the model, the optimizer, the step counter and the seed
+generator; `Trainer.train_step(batch)` is one `tf.function` that unrolls a
+batch of episodes under a `GradientTape` and applies Adam with global-norm
+clipping. The loss is
+
+    prediction:  -sum_t (fast_t + slow_t)         direct backprop through the
+                                                  prediction modules
+  + policy:      -sum_t log pi(a_t) * A_t          GAE advantages (gamma, lambda)
+  + value:       sum_t huber(V(s_{t-1}) - R_t)     critic for GAE (Huber keeps
+                                                  its gradient bounded, so it
+                                                  cannot dominate the clip)
+  + imitation:   -sum_t log pi(oracle set | s_t)   at states the model visits,
+                                                  weight annealed over steps
+  - entropy:     sum_t H(pi(. | s_t))
+
+averaged over episodes. Under a `tf.distribute` strategy each replica takes
+its slice of the global batch and losses are scaled by the global batch size,
+so the update does not depend on the number of replicas. Random choices come
+from noise drawn for the whole global batch, so an episode's rollout does not
+either. No flags here: trainers/ parses them into a `TrainConfig`.
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from active_learning import rollout
+from active_learning.policies import make_policy
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of the training objective and optimizer."""
+
+    num_steps: int = 5             # T, labels requested per episode
+    learning_rate: float = 1e-3
+    clip_norm: float = 5.0
+    gae_gamma: float = 1.0
+    gae_lambda: float = 0.95
+    prediction_weight: float = 1.0
+    fast_weight: float = 1.0
+    slow_weight: float = 1.0
+    slow_every_step: bool = True
+    policy_weight: float = 1.0
+    value_weight: float = 0.5
+    entropy_weight: float = 0.01
+    imitation_weight: float = 1.0
+    imitation_final_weight: float = 0.0
+    imitation_anneal_steps: int = 2000
+    normalize_advantages: bool = True
+    policy: str = "learned"        # a fixed heuristic trains the rest end to end
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.num_steps < 1:
+            raise ValueError(f"num_steps (the label budget) must be >= 1, got {self.num_steps}")
+        if not 0.0 <= self.gae_gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
+            raise ValueError("gae_gamma and gae_lambda must lie in [0, 1]")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+
+def generalized_advantage_estimation(rewards, values, gamma, lam, bootstrap=None):
+    """GAE (Schulman et al., 2016b) over the time axis of `[B, T]` tensors.
+
+    delta_t = r_t + gamma * V_{t+1} - V_t, A_t = sum_k (gamma lam)^k delta_{t+k},
+    with V_T = `bootstrap` (0 for a finished episode). Returns (advantages,
+    returns = advantages + values).
+    """
+    rewards = tf.convert_to_tensor(rewards, tf.float32)
+    values = tf.convert_to_tensor(values, tf.float32)
+    if bootstrap is None:
+        bootstrap = tf.zeros_like(values[:, 0])
+    next_values = tf.concat([values[:, 1:], bootstrap[:, None]], axis=1)
+    deltas = rewards + gamma * next_values - values
+
+    def backward(carry, delta):
+        advantage = delta + gamma * lam * carry
+        return advantage
+
+    reversed_deltas = tf.reverse(tf.transpose(deltas), axis=[0])
+    advantages = tf.scan(backward, reversed_deltas, initializer=tf.zeros_like(bootstrap))
+    advantages = tf.transpose(tf.reverse(advantages, axis=[0]))
+    return advantages, advantages + values
+
+
+def imitation_weight(config: TrainConfig, step):
+    """Linear anneal from `imitation_weight` to `imitation_final_weight`."""
+    frac = tf.minimum(tf.cast(step, tf.float32) / max(config.imitation_anneal_steps, 1), 1.0)
+    return config.imitation_weight + frac * (config.imitation_final_weight
+                                             - config.imitation_weight)
+
+
+def compute_loss(model, batch, config: TrainConfig, policy, seed, step, global_batch_size,
+                 num_steps=None):
+    """Loss of one (per-replica) batch and a dict of scalar diagnostics."""
+    use_imitation = config.policy == "learned" and (
+        config.imitation_weight > 0 or config.imitation_final_weight > 0)
+    out = rollout.unroll(model, batch, policy, num_steps or config.num_steps, seed,
+                         slow_every_step=config.slow_every_step,
+                         imitation=use_imitation, training=True)
+    rewards = config.fast_weight * out["fast_rewards"] + config.slow_weight * out["slow_rewards"]
+    per_episode = lambda x: tf.reduce_sum(x) / global_batch_size  # noqa: E731
+
+    prediction_loss = -per_episode(rewards)
+    advantages, returns = generalized_advantage_estimation(
+        tf.stop_gradient(rewards), tf.stop_gradient(out["values"]),
+        config.gae_gamma, config.gae_lambda)
+    if config.normalize_advantages:
+        mean, var = tf.nn.moments(advantages, axes=[0, 1])
+        advantages = (advantages - mean) * tf.math.rsqrt(var + 1e-8)
+    policy_loss = -per_episode(out["log_probs"] * tf.stop_gradient(advantages))
+    error = tf.abs(out["values"] - tf.stop_gradient(returns))
+    value_loss = per_episode(tf.where(error < 1.0, 0.5 * tf.square(error), error - 0.5))
+    imitation_loss = -per_episode(out["imitation_log_probs"])
+    entropy = per_episode(out["entropies"])
+    w_imitation = imitation_weight(config, step)
+    if config.policy != "learned":
+        # A fixed heuristic drives selection: only prediction modules learn.
+        policy_term = 0.0
+    else:
+        policy_term = (config.policy_weight * policy_loss + w_imitation * imitation_loss
+                       - config.entropy_weight * entropy)
+    loss = (config.prediction_weight * prediction_loss + config.value_weight * value_loss
+            + policy_term)
+    metrics = {
+        "loss": loss,
+        "prediction_loss": prediction_loss,
+        "policy_loss": policy_loss,
+        "value_loss": value_loss,
+        "imitation_loss": imitation_loss,
+        "entropy": entropy,
+        "imitation_weight": w_imitation,
+        "reward": per_episode(rewards),
+        "fast_reward": per_episode(out["fast_rewards"]),
+        "slow_reward": per_episode(out["slow_rewards"]),
+        "final_query_metric": per_episode(out["query_metric"][:, -1]),
+        "final_distinct_labels": per_episode(out["distinct_labels"][:, -1]),
+    }
+    return loss, metrics
+
+
+class Trainer(tf.Module):
+    """Model + Adam + step + seed stream, and the compiled training step.
+
+    Everything that a checkpoint must hold to resume exactly is an attribute
+    here (`model`, `optimizer`, `step`, `rng`); the episode sampler's own
+    generator is checkpointed beside it by the caller.
+    """
+
+    def __init__(self, model, config: TrainConfig, strategy=None, item_scores=None,
+                 name="trainer"):
+        super().__init__(name=name)
+        self.config = config
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.model = model
+        self.policy = make_policy(config.policy, model.config.task, item_scores=item_scores)
+        with self.strategy.scope():
+            self.optimizer = keras.optimizers.Adam(
+                learning_rate=config.learning_rate, global_clipnorm=config.clip_norm)
+            self.optimizer.build(model.trainable_variables)
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.rng = tf.random.Generator.from_seed(config.seed + 7919, alg="philox")
+        self._train_step = tf.function(self._train_step_fn, reduce_retracing=True)
+
+    def train_step(self, batch, num_steps=None):
+        """One update on a global batch dict; returns scalar metrics.
+
+        `num_steps` overrides the label budget (mixed-way training asks for
+        N * shots labels); each distinct value traces the step once.
+        """
+        return self._train_step(batch, int(num_steps or self.config.num_steps))
+
+    def _replica_slice(self, batch, global_batch_size):
+        ctx = tf.distribute.get_replica_context()
+        replicas = ctx.num_replicas_in_sync
+        per_replica = global_batch_size // replicas
+        start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * per_replica
+        return {k: v[start:start + per_replica] for k, v in batch.items()}
+
+    def _train_step_fn(self, batch, num_steps):
+        first = next(iter(batch.values()))
+        global_batch_size = tf.shape(first)[0]
+        pool = tf.shape(batch["support_labels" if "support_labels" in batch
+                              else "support_ratings"])[1]
+        batch = dict(batch)
+        batch["selection_noise"] = self.rng.uniform(
+            [global_batch_size, num_steps, pool], minval=1e-7, maxval=1.0 - 1e-7)
+        seed = tf.cast(self.rng.make_seeds(1)[:, 0], tf.int32)
+        step = self.step
+
+        def replica_fn(global_batch):
+            local = self._replica_slice(global_batch, global_batch_size)
+            with tf.GradientTape() as tape:
+                loss, metrics = compute_loss(
+                    self.model, local, self.config, self.policy, seed, step,
+                    tf.cast(global_batch_size, tf.float32), num_steps)
+            variables = self.model.trainable_variables
+            grads = tape.gradient(loss, variables)
+            grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+            metrics["gradient_norm"] = tf.linalg.global_norm(grads)
+            metrics["finite"] = tf.cast(tf.math.is_finite(loss), tf.float32)
+            # Skip the update on a non-finite loss: the caller stops training
+            # with the last good checkpoint intact.
+            grads = [tf.where(tf.math.is_finite(loss), g, tf.zeros_like(g)) for g in grads]
+            self.optimizer.apply(grads, variables)
+            return metrics
+
+        per_replica = self.strategy.run(replica_fn, args=(batch,))
+        metrics = {}
+        for key, value in per_replica.items():
+            if key in ("gradient_norm", "imitation_weight", "finite"):
+                metrics[key] = self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, None)
+            else:
+                metrics[key] = self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, None)
+        self.step.assign_add(1)
+        return metrics

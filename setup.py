@@ -1,0 +1,37 @@
+"""Installs the learned active-learning package (Bachman et al., ICML 2017)."""
+
+import setuptools
+
+setuptools.setup(
+    name="active-learning-mn",
+    version="0.1.0",
+    description=(
+        "Learning algorithms for active learning: a meta-learned active "
+        "Matching Network in TensorFlow/Keras, trainable and servable."),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(
+        include=["active_learning", "active_learning.*", "trainers",
+                 "trainers.*", "export", "export.*"]),
+    package_data={"trainers": ["configs/*.cfg"]},
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.15,<4",
+        "tensorflow-probability>=0.25,<0.26",
+        # TFP 0.25 imports tf_keras at import time.
+        "tf-keras>=2.21,<2.22",
+        "tensorflow-datasets>=4.9,<5",
+        "numpy>=1.26",
+        "pandas>=2.0",
+        "absl-py>=2.0",
+        "matplotlib>=3.7",
+        # tf.summary needs it; TensorFlow 2.21 no longer pulls it in.
+        "tensorboard>=2.20,<2.22",
+    ],
+    extras_require={"test": ["pytest>=8"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

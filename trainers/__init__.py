@@ -1,0 +1,1 @@
+"""Command-line entry points: absl flags in, checkpoints, summaries, metrics out."""

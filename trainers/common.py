@@ -1,0 +1,310 @@
+"""The training loop shared by the Omniglot and MovieLens entry points.
+
+Flags common to both tasks are defined here; `run_training(task)` takes a
+`TaskSetup` (model, samplers, evaluation policies) built by an entry point and
+runs the loop: resumable checkpoints (model, optimizer, step, sampler and seed
+generators), best checkpoint by validation metric, TensorBoard summaries,
+progress lines with throughput and ETA, a NaN guard, a checkpoint on Ctrl-C or
+SIGTERM, and a final `metrics.json` with held-out curves per policy.
+"""
+
+import dataclasses
+import logging as pylogging
+import os
+import signal
+import time
+from typing import Callable, Dict, List, Optional
+
+from absl import flags, logging
+import numpy as np
+import tensorflow as tf
+
+from active_learning import checkpoints
+from active_learning import evaluation
+from active_learning.policies import make_policy
+from active_learning.training import TrainConfig, Trainer
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("data_dir", None, "Directory with the dataset files.")
+flags.DEFINE_string("model_dir", None, "Where checkpoints, summaries and metrics go; "
+                    "rerunning the same command resumes from here.")
+flags.DEFINE_integer("train_steps", 2000, "Number of training updates.")
+flags.DEFINE_integer("batch_size", 16, "Episodes per update (global, all replicas).")
+flags.DEFINE_integer("budget", None, "Labels requested per episode (T). Default: "
+                     "ways * shots for Omniglot, 10 for MovieLens.")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+flags.DEFINE_float("clip_norm", 5.0, "Global gradient-norm clip.")
+flags.DEFINE_float("gae_gamma", 1.0, "GAE discount.")
+flags.DEFINE_float("gae_lambda", 0.95, "GAE lambda.")
+flags.DEFINE_float("entropy_weight", 0.01, "Entropy bonus weight.")
+flags.DEFINE_float("value_weight", 0.5, "Value-function loss weight.")
+flags.DEFINE_float("imitation_weight", 1.0, "Initial weight of the oracle imitation term.")
+flags.DEFINE_float("imitation_final_weight", 0.1, "Weight after annealing.")
+flags.DEFINE_integer("imitation_anneal_steps", 1000, "Steps of the linear anneal.")
+flags.DEFINE_bool("slow_every_step", True, "Slow-predict the held-out items after every "
+                  "label (anytime reward) rather than only after the last.")
+flags.DEFINE_string("policy", "learned", "Selection policy during training: learned, or a "
+                    "fixed heuristic (random, min_max_cos, popular_entropy, entropy, "
+                    "gp_variance) that drives the same architecture.")
+flags.DEFINE_integer("embed_dim", 64, "Item embedding width.")
+flags.DEFINE_integer("units", 64, "LSTM and controller width.")
+flags.DEFINE_integer("seed", 0, "Seed of every random choice (episodes, rollouts, init).")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
+                  "tf.distribute strategy.")
+flags.DEFINE_integer("log_interval", 20, "Steps between progress lines and summaries.")
+flags.DEFINE_integer("eval_interval", 200, "Steps between validation evaluations.")
+flags.DEFINE_integer("checkpoint_interval", 100, "Steps between checkpoints.")
+flags.DEFINE_integer("eval_episodes", 256, "Validation episodes per evaluation.")
+flags.DEFINE_integer("final_eval_episodes", 1000, "Episodes per policy in metrics.json.")
+flags.DEFINE_integer("keep_checkpoints", 3, "Recent checkpoints kept.")
+
+
+@dataclasses.dataclass
+class TaskSetup:
+    """What an entry point hands the loop.
+
+    `train_sampler` is a tf.Module with `sample(batch_size, ...)` and an
+    `rng`; `make_eval_sampler()` returns a freshly seeded validation sampler
+    (so every evaluation sees the same episodes). `step_arguments(step)` gives
+    per-step sampler kwargs and the label budget (mixed-way training).
+    """
+
+    name: str
+    model: object
+    train_sampler: object
+    make_eval_sampler: Callable[[], object]
+    eval_policies: List[str]
+    num_steps: int
+    higher_is_better: bool
+    metric_name: str
+    item_scores: Optional[np.ndarray] = None
+    step_arguments: Optional[Callable[[int], Dict]] = None
+    run_config: Dict = dataclasses.field(default_factory=dict)
+
+
+def make_strategy(name):
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def train_config_from_flags(num_steps):
+    return TrainConfig(
+        num_steps=num_steps, learning_rate=FLAGS.learning_rate, clip_norm=FLAGS.clip_norm,
+        gae_gamma=FLAGS.gae_gamma, gae_lambda=FLAGS.gae_lambda,
+        entropy_weight=FLAGS.entropy_weight, value_weight=FLAGS.value_weight,
+        imitation_weight=FLAGS.imitation_weight,
+        imitation_final_weight=FLAGS.imitation_final_weight,
+        imitation_anneal_steps=FLAGS.imitation_anneal_steps,
+        slow_every_step=FLAGS.slow_every_step, policy=FLAGS.policy, seed=FLAGS.seed)
+
+
+def check_common_flags():
+    """Rejects inconsistent values before any data is read."""
+    problems = []
+    if not FLAGS.model_dir:
+        problems.append("--model_dir is required (where checkpoints go)")
+    for name in ("train_steps", "batch_size", "log_interval", "eval_interval",
+                 "checkpoint_interval", "eval_episodes", "final_eval_episodes"):
+        if getattr(FLAGS, name) < 1:
+            problems.append(f"--{name} must be >= 1, got {getattr(FLAGS, name)}")
+    if FLAGS.budget is not None and FLAGS.budget < 1:
+        problems.append(f"--budget must be >= 1, got {FLAGS.budget}")
+    if problems:
+        raise flags.ValidationError("; ".join(problems))
+
+
+class _StopRequested(Exception):
+    pass
+
+
+def _format_eta(seconds):
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600:d}h{(seconds % 3600) // 60:02d}m{seconds % 60:02d}s"
+
+
+def _write_run_config(model_dir, setup, train_config):
+    path = os.path.join(model_dir, checkpoints.RUN_CONFIG)
+    record = dict(setup.run_config)
+    record.update(task=setup.name, train_config=dataclasses.asdict(train_config),
+                  flags={f.name: f.value for f in FLAGS.get_flags_for_module(__name__)})
+    if os.path.exists(path):
+        old = checkpoints.read_json(path)
+        if old.get("train_config", {}).get("seed") != train_config.seed:
+            logging.warning("resuming %s with a different --seed than it was started with",
+                            model_dir)
+    checkpoints.write_json_atomic(path, record)
+
+
+def evaluate_setup(setup, model, num_episodes, batch_size, seed):
+    """Held-out curves for each evaluation policy on the validation episodes."""
+    results = {}
+    for name in setup.eval_policies:
+        policy = make_policy(name, model.config.task, item_scores=setup.item_scores)
+        sampler = setup.make_eval_sampler()
+        results[name] = evaluation.evaluate_policy(
+            model, sampler.sample, policy, setup.num_steps, num_episodes, batch_size,
+            seed=seed)
+    return results
+
+
+def run_training(setup: TaskSetup, train_config: TrainConfig, strategy):
+    """The resumable training loop. Returns the final metrics dict."""
+    model_dir = FLAGS.model_dir
+    tf.io.gfile.makedirs(model_dir)
+    model = setup.model
+    trainer = Trainer(model, train_config, strategy=strategy, item_scores=setup.item_scores)
+    checkpoints.save_model_config(model_dir, model.config)
+    _write_run_config(model_dir, setup, train_config)
+
+    state = tf.train.Checkpoint(model=model, optimizer=trainer.optimizer, step=trainer.step,
+                                trainer_rng=trainer.rng, sampler_rng=setup.train_sampler.rng)
+    manager = tf.train.CheckpointManager(
+        state, os.path.join(model_dir, checkpoints.CHECKPOINTS),
+        max_to_keep=FLAGS.keep_checkpoints)
+    best_manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(model=model, step=trainer.step),
+        os.path.join(model_dir, checkpoints.BEST), max_to_keep=1)
+    best_path = os.path.join(model_dir, "best.json")
+    best = checkpoints.read_json(best_path) if os.path.exists(best_path) else None
+
+    if manager.latest_checkpoint:
+        try:
+            state.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        except (tf.errors.OpError, AssertionError, ValueError) as e:
+            raise SystemExit(
+                f"cannot resume from {manager.latest_checkpoint}: it is corrupt or was "
+                f"written by a different model/flags ({e}). Use a new --model_dir, or "
+                "delete the bad checkpoint to fall back to an older one.") from e
+        logging.info("resumed from %s at step %d", manager.latest_checkpoint,
+                     int(trainer.step.numpy()))
+    else:
+        logging.info("starting a new run in %s", model_dir)
+
+    writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
+    eval_writer = tf.summary.create_file_writer(os.path.join(model_dir, "validation"))
+    stop = {"signal": None}
+
+    def request_stop(signum, _frame):
+        stop["signal"] = signum
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    total = FLAGS.train_steps
+    start_step = int(trainer.step.numpy())
+    window_start, window_step = time.time(), start_step
+    last_saved = manager.latest_checkpoint
+    try:
+        while int(trainer.step.numpy()) < total:
+            step = int(trainer.step.numpy())
+            extra = setup.step_arguments(step) if setup.step_arguments else {}
+            budget = extra.pop("num_steps", setup.num_steps)
+            batch = setup.train_sampler.sample(FLAGS.batch_size, **extra)
+            metrics = trainer.train_step(batch, num_steps=budget)
+            step += 1
+            if metrics["finite"].numpy() < 1.0:
+                raise SystemExit(
+                    f"non-finite loss at step {step} (loss={float(metrics['loss'])}); "
+                    f"training stopped. Last good checkpoint: {last_saved or 'none'}. "
+                    "Lower --learning_rate or --clip_norm and resume from it.")
+            if step % FLAGS.log_interval == 0 or step == total:
+                now = time.time()
+                rate = (step - window_step) / max(now - window_start, 1e-9)
+                window_start, window_step = now, step
+                values = {k: float(v) for k, v in metrics.items()}
+                with writer.as_default(step=step):
+                    for k, v in values.items():
+                        tf.summary.scalar(k, v)
+                    tf.summary.scalar("steps_per_second", rate)
+                logging.info(
+                    "step %d/%d  loss %.4f  reward %.3f  %s@T %.3f  distinct %.2f  "
+                    "entropy %.3f  %.2f steps/s  %.1f episodes/s  ETA %s",
+                    step, total, values["loss"], values["reward"], setup.metric_name,
+                    values["final_query_metric"], values["final_distinct_labels"],
+                    values["entropy"], rate, rate * FLAGS.batch_size,
+                    _format_eta((total - step) / max(rate, 1e-9)))
+            if step % FLAGS.checkpoint_interval == 0 or step == total:
+                last_saved = manager.save(checkpoint_number=step)
+            if step % FLAGS.eval_interval == 0 or step == total:
+                best = _evaluate_and_keep_best(setup, model, step, eval_writer, best_manager,
+                                               best, best_path)
+            if stop["signal"] is not None:
+                raise _StopRequested()
+    except _StopRequested:
+        path = manager.save(checkpoint_number=int(trainer.step.numpy()))
+        logging.info("stopped by signal %s; saved %s. Rerun the same command to resume.",
+                     stop["signal"], path)
+        return None
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+    return write_final_metrics(setup, model_dir, model)
+
+
+def _evaluate_and_keep_best(setup, model, step, writer, best_manager, best, best_path):
+    policy = "greedy"
+    result = evaluate_setup(
+        dataclasses.replace(setup, eval_policies=[policy]), model, FLAGS.eval_episodes,
+        FLAGS.batch_size, seed=FLAGS.seed)[policy]
+    value = result["metric"][-1]
+    with writer.as_default(step=step):
+        for t, (m, d) in enumerate(zip(result["metric"], result["distinct_labels"]), 1):
+            tf.summary.scalar(f"{setup.metric_name}_after_{t}_labels", m)
+            tf.summary.scalar(f"distinct_after_{t}_labels", d)
+    improved = best is None or (value > best["value"] if setup.higher_is_better
+                                else value < best["value"])
+    logging.info("validation step %d: %s after %d labels = %.4f%s", step, setup.metric_name,
+                 setup.num_steps, value, " (best so far)" if improved else "")
+    if improved:
+        best_manager.save(checkpoint_number=step)
+        best = {"step": step, "value": value, "metric": setup.metric_name}
+        checkpoints.write_json_atomic(best_path, best)
+    return best
+
+
+def write_final_metrics(setup, model_dir, model):
+    """Evaluates every comparison policy with the best weights; metrics.json."""
+    best_path = tf.train.latest_checkpoint(os.path.join(model_dir, checkpoints.BEST))
+    if best_path:
+        tf.train.Checkpoint(model=model).restore(best_path).expect_partial()
+    results = evaluate_setup(setup, model, FLAGS.final_eval_episodes, FLAGS.batch_size,
+                             seed=FLAGS.seed + 1)
+    record = {"task": setup.name, "metric": setup.metric_name, "split": "validation",
+              "checkpoint": best_path, "labels": list(range(1, setup.num_steps + 1)),
+              "policies": results}
+    checkpoints.write_json_atomic(os.path.join(model_dir, checkpoints.METRICS), record)
+    print(format_curves(record))
+    return record
+
+
+def format_curves(record):
+    """A small text table: metric per label count for each policy."""
+    labels = record["labels"]
+    shown = labels if len(labels) <= 10 else labels[::max(1, len(labels) // 10)]
+    header = f"{'policy':<16}" + "".join(f"{t:>9d}" for t in shown)
+    lines = [f"held-out {record['metric']} by labels requested ({record['split']}):", header]
+    for name, res in record["policies"].items():
+        lines.append(f"{name:<16}" + "".join(f"{res['metric'][t - 1]:9.3f}" for t in shown))
+    lines.append("distinct labels found:")
+    for name, res in record["policies"].items():
+        lines.append(f"{name:<16}" + "".join(f"{res['distinct_labels'][t - 1]:9.2f}"
+                                             for t in shown))
+    return "\n".join(lines)
+
+
+class _DropLibraryInfo(pylogging.Filter):
+    """Drops INFO lines that TensorFlow's own modules send through absl."""
+
+    def filter(self, record):
+        return record.levelno >= pylogging.WARNING or "/tensorflow/" not in record.pathname
+
+
+def quiet_logs():
+    """TensorFlow's Python logger at ERROR; absl progress lines stay visible."""
+    tf.get_logger().setLevel("ERROR")
+    logging.set_verbosity(logging.INFO)
+    logging.get_absl_handler().addFilter(_DropLibraryInfo())
+
