@@ -110,7 +110,13 @@ def compute_loss(model, batch, config: TrainConfig, policy, seed, step, global_b
         tf.stop_gradient(rewards), tf.stop_gradient(out["values"]),
         config.gae_gamma, config.gae_lambda)
     if config.normalize_advantages:
-        mean, var = tf.nn.moments(advantages, axes=[0, 1])
+        # Moments over the global batch, so every replica normalises alike.
+        ctx = tf.distribute.get_replica_context()
+        count, total, squares = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [
+            tf.cast(tf.size(advantages), tf.float32), tf.reduce_sum(advantages),
+            tf.reduce_sum(tf.square(advantages))])
+        mean = total / count
+        var = tf.maximum(squares / count - tf.square(mean), 0.0)
         advantages = (advantages - mean) * tf.math.rsqrt(var + 1e-8)
     policy_loss = -per_episode(out["log_probs"] * tf.stop_gradient(advantages))
     error = tf.abs(out["values"] - tf.stop_gradient(returns))
@@ -159,8 +165,9 @@ class Trainer(tf.Module):
         self.model = model
         self.policy = make_policy(config.policy, model.config.task, item_scores=item_scores)
         with self.strategy.scope():
-            self.optimizer = keras.optimizers.Adam(
-                learning_rate=config.learning_rate, global_clipnorm=config.clip_norm)
+            # Clipping happens in the step, after gradients are summed over
+            # replicas: Keras would clip each replica's part on its own.
+            self.optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
             self.optimizer.build(model.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.rng = tf.random.Generator.from_seed(config.seed + 7919, alg="philox")
@@ -201,11 +208,18 @@ class Trainer(tf.Module):
             variables = self.model.trainable_variables
             grads = tape.gradient(loss, variables)
             grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
-            metrics["gradient_norm"] = tf.linalg.global_norm(grads)
-            metrics["finite"] = tf.cast(tf.math.is_finite(loss), tf.float32)
+            ctx = tf.distribute.get_replica_context()
+            grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+            global_loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, loss)
+            grads, norm = tf.clip_by_global_norm(grads, self.config.clip_norm)
+            finite = tf.logical_and(tf.math.is_finite(global_loss), tf.math.is_finite(norm))
+            metrics["gradient_norm"] = norm
+            metrics["finite"] = tf.cast(finite, tf.float32)
             # Skip the update on a non-finite loss: the caller stops training
-            # with the last good checkpoint intact.
-            grads = [tf.where(tf.math.is_finite(loss), g, tf.zeros_like(g)) for g in grads]
+            # with the last good checkpoint intact. The optimizer sums the
+            # replicas' gradients again, hence the division.
+            replicas = tf.cast(ctx.num_replicas_in_sync, tf.float32)
+            grads = [tf.where(finite, g / replicas, tf.zeros_like(g)) for g in grads]
             self.optimizer.apply(grads, variables)
             return metrics
 

@@ -1,0 +1,502 @@
+"""An ask/tell active-learning session over one pool (like modAL or small-text).
+
+    session = ActiveSession(model_or_path_or_url, pool, seed=0)
+    for _ in range(budget):
+        (i,) = session.query()              # the item the policy wants labelled
+        session.teach(i, ask_a_person(i))   # its label
+    session.predict(new_items)              # class probabilities or ratings
+
+The model can be an in-memory `ActiveMatchingNetwork`, a SavedModel written
+by `python -m export.saved_model` (its base directory or one version of it),
+or a model served by TF Serving (`http://host:port/v1/models/NAME`, called
+through `export.client`, standard library only). All three run the same steps
+as the SavedModel's signatures (begin, select, observe, predict), so a session
+gives the same answers whichever it uses.
+
+Pool items: images `[P, 28, 28(, 1)]` in [0, 1], ink = 1, for classification
+(other square sizes are area-resized); for ratings, MovieLens movieIds for a
+SavedModel or REST model, and for an in-memory model its dense item indices,
+or movieIds when `vocabulary` (the movieId of each index) is given.
+
+The session state (pool embeddings, controller state, labels, mask, skipped
+items, seed and random-generator state) is small and saved with `save` /
+`ActiveSession.load` as one .npz file, so a person can come back later.
+"""
+
+import io
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from active_learning.layers.masked import NEG_INF
+
+_FORMAT = 1
+_SIGNATURES = ("begin", "select", "observe", "predict", "metadata")
+
+
+# ---------------------------------------------------------------- backends
+class _Backend:
+    """Runs the serving steps; `call(name, inputs) -> {output: np.ndarray}`.
+
+    Attributes filled by subclasses: `task`, `max_classes` (classification),
+    `rating_min`, `rating_max` (ratings), `embed_dim`, `state_size`,
+    `image_size`, `description`.
+    """
+
+    def _read_metadata(self, meta):
+        self.task = meta["task"]
+        self.embed_dim = int(meta["embed_dim"])
+        self.state_size = int(meta["state_size"])
+        if self.task == "classification":
+            self.max_classes = int(meta["max_classes"])
+            self.image_size = int(meta["image_size"])
+        else:
+            self.rating_min = float(meta["rating_min"])
+            self.rating_max = float(meta["rating_max"])
+
+    def prepare_items(self, items, what):
+        """Validates pool or query items on the client side; numpy array."""
+        if self.task == "classification":
+            items = np.asarray(items, np.float32)
+            if items.ndim == 3:
+                items = items[..., None]
+            if items.ndim != 4 or items.shape[-1] != 1 or items.shape[1] != items.shape[2]:
+                raise ValueError(f"{what} must be square grey-scale images [n, H, W] or "
+                                 f"[n, H, W, 1]; got shape {items.shape}")
+            return items
+        items = np.asarray(items)
+        if items.ndim != 1 or (items.size and items.dtype.kind not in "iu"):
+            raise ValueError(f"{what} must be a 1-D array of integer item ids; got "
+                             f"shape {items.shape} dtype {items.dtype}")
+        return items.astype(np.int64)
+
+
+class _ModelBackend(_Backend):
+    """Calls an in-memory `ActiveMatchingNetwork` eagerly."""
+
+    def __init__(self, model, vocabulary=None):
+        self.model = model
+        c = model.config
+        meta = {"task": c.task, "embed_dim": c.embed_dim, "state_size": 2 * c.units,
+                "max_classes": c.max_classes, "image_size": c.image_size,
+                "rating_min": c.rating_min, "rating_max": c.rating_max}
+        self._read_metadata(meta)
+        self.description = "in-memory model"
+        self._index = None
+        if vocabulary is not None:
+            if c.task != "regression":
+                raise ValueError("a vocabulary only applies to a ratings model")
+            vocabulary = np.asarray(vocabulary, np.int64)
+            if vocabulary.shape != (c.num_items,):
+                raise ValueError(f"the vocabulary holds {vocabulary.shape} ids but the "
+                                 f"model has num_items={c.num_items}")
+            self._index = {int(m): i for i, m in enumerate(vocabulary)}
+        self._num_items = c.num_items
+
+    def _model_items(self, items):
+        """[B, N, ...] client items -> what the model's encoder takes."""
+        if self.task == "classification":
+            size = self.image_size
+            if items.shape[2] != size:
+                flat = items.reshape((-1,) + items.shape[2:])
+                flat = tf.image.resize(flat, [size, size], method="area").numpy()
+                items = flat.reshape(items.shape[:2] + (size, size, 1))
+            return tf.constant(items, tf.float32)
+        if self._index is not None:
+            unknown = sorted({int(i) for i in items.ravel()} - set(self._index))
+            if unknown:
+                raise ValueError(f"movieIds unknown to the model's vocabulary: {unknown[:20]}")
+            items = np.vectorize(self._index.__getitem__, otypes=[np.int64])(items)
+        elif items.size and (items.min() < 0 or items.max() >= self._num_items):
+            raise ValueError(f"item indices must lie in 0..{self._num_items - 1} (pass "
+                             "vocabulary= to use movieIds)")
+        return tf.constant(items, tf.int32)
+
+    def call(self, name, inputs):
+        m = self.model
+        if name == "begin":
+            embeddings, state = m.begin(self._model_items(inputs["support"]))
+            return {"embeddings": embeddings.numpy(), "state": state.numpy()}
+        if name == "metadata":
+            return {}
+        embeddings = tf.constant(inputs["embeddings"], tf.float32)
+        state = tf.constant(inputs["state"], tf.float32)
+        labels = tf.constant(inputs["labels"], m.label_dtype)
+        labeled = tf.constant(np.asarray(inputs["labeled"]) == 1)
+        if name == "select":
+            logits = m.select(embeddings, state, labels, labeled)
+            probabilities = tf.where(labeled, 0.0, tf.nn.softmax(logits, -1))
+            ranked = tf.where(labeled, NEG_INF, logits)
+            top_k = tf.math.top_k(ranked, int(inputs["k"])).indices
+            return {"probabilities": probabilities.numpy(), "index": top_k[:, 0].numpy(),
+                    "top_k": top_k.numpy()}
+        if name == "observe":
+            state, labels, labeled = m.observe(
+                embeddings, state, labels, labeled,
+                tf.constant(inputs["index"], tf.int32),
+                tf.constant(inputs["label"], m.label_dtype))
+            return {"state": state.numpy(), "labels": labels.numpy(),
+                    "labeled": labeled.numpy().astype(np.int32)}
+        if name == "predict":
+            out = m.predict(embeddings, state, labels, labeled,
+                            self._model_items(inputs["queries"])).numpy()
+            return {"probabilities" if self.task == "classification" else "ratings": out}
+        raise ValueError(f"unknown step {name!r}")
+
+
+def resolve_saved_model(path):
+    """`path` if it is a SavedModel, else its highest numbered version."""
+    path = os.fspath(path)
+    if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+        return path
+    versions = []
+    if tf.io.gfile.isdir(path):
+        versions = sorted(int(n.rstrip("/")) for n in tf.io.gfile.listdir(path)
+                          if n.rstrip("/").isdigit())
+    if not versions:
+        raise FileNotFoundError(f"{path!r} is neither a SavedModel nor a base directory "
+                                "with numbered versions (see `python -m export.saved_model`)")
+    return os.path.join(path, str(versions[-1]))
+
+
+def _scalar(value):
+    """A 0-d output of `metadata` as a Python str, int or float."""
+    value = np.asarray(value).item()
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+class _SavedModelBackend(_Backend):
+    """Calls the signatures of a SavedModel loaded with `tf.saved_model.load`."""
+
+    def __init__(self, path_or_loaded, prefix=""):
+        if hasattr(path_or_loaded, "signatures"):
+            self.path = None
+            self.loaded = path_or_loaded
+        else:
+            self.path = resolve_saved_model(path_or_loaded)
+            self.loaded = tf.saved_model.load(self.path)
+        self.description = f"SavedModel {self.path or '(loaded)'}"
+        self._prefix = prefix
+        missing = [n for n in _SIGNATURES if prefix + n not in self.loaded.signatures]
+        if missing:
+            raise ValueError(f"{self.path} lacks the signatures {[prefix + n for n in missing]}"
+                             f"; it has {sorted(self.loaded.signatures)}")
+        self._read_metadata({key: _scalar(value) for key, value
+                             in self.call("metadata", {"dummy": 0}).items()})
+
+    def call(self, name, inputs):
+        fn = self.loaded.signatures[self._prefix + name]
+        specs = fn.structured_input_signature[1]
+        args = {key: tf.constant(np.asarray(value), specs[key].dtype)
+                for key, value in inputs.items()}
+        return {key: value.numpy() for key, value in fn(**args).items()}
+
+
+class _RestBackend(_Backend):
+    """Calls a model served by TF Serving over its REST API."""
+
+    def __init__(self, url, prefix=""):
+        from export.client import RestClient  # Only REST sessions need it.
+
+        self.client = RestClient(url)
+        self.description = f"TF Serving {url}"
+        self._prefix = prefix
+        self._read_metadata(self.client.metadata(prefix))
+
+    def call(self, name, inputs):
+        single = {"predict": "probabilities" if self.task == "classification" else "ratings"}
+        return self.client.predict(self._prefix + name, inputs, output_name=single.get(name))
+
+
+def _backend(source, signature_prefix="", vocabulary=None):
+    if isinstance(source, _Backend):
+        return source
+    if hasattr(source, "begin") and hasattr(source, "config"):
+        if signature_prefix:
+            raise ValueError("signature_prefix applies to SavedModel and REST models only")
+        return _ModelBackend(source, vocabulary)
+    if hasattr(source, "signatures"):
+        return _SavedModelBackend(source, signature_prefix)
+    if vocabulary is not None:
+        raise ValueError("vocabulary= applies to an in-memory model only (a SavedModel "
+                         "maps movieIds itself)")
+    source = os.fspath(source)
+    if source.startswith(("http://", "https://")):
+        return _RestBackend(source, signature_prefix)
+    return _SavedModelBackend(source, signature_prefix)
+
+
+# ----------------------------------------------------------------- session
+class ActiveSession:
+    """One person's (or task's) active-learning episode, asked step by step.
+
+    Args:
+      model_or_path_or_url: an `ActiveMatchingNetwork`, a SavedModel path
+        (a version directory or its base directory: the highest version) or
+        an already loaded one (`tf.saved_model.load`), or a TF Serving REST
+        URL `http://host:port/v1/models/NAME`.
+      pool: the unlabelled items (see the module docstring).
+      seed: seeds everything random in the session (breaking exact ties).
+      signature_prefix: prepended to the signature names (for a SavedModel
+        exported with prefixed names).
+      vocabulary: in-memory ratings models only: the movieId of each dense
+        index; the pool and queries are then movieIds.
+    """
+
+    def __init__(self, model_or_path_or_url, pool, seed=0, signature_prefix="",
+                 vocabulary=None):
+        self._backend = _backend(model_or_path_or_url, signature_prefix, vocabulary)
+        pool = self._backend.prepare_items(pool, "pool")
+        if len(pool) == 0:
+            raise ValueError("the pool must hold at least one item")
+        out = self._backend.call("begin", {"support": pool[None]})
+        size = len(pool)
+        if self.task == "classification":
+            labels = np.full([size], -1, np.int32)
+        else:
+            labels = np.zeros([size], np.float32)
+        self._set_state(pool, out["embeddings"][0], out["state"][0], labels,
+                        np.zeros([size], np.int32), np.zeros([size], bool), [], int(seed),
+                        np.random.default_rng(int(seed)))
+
+    def _set_state(self, pool, embeddings, state, labels, labeled, excluded, history,
+                   seed, rng):
+        self._pool = pool
+        self._embeddings = np.asarray(embeddings, np.float32)
+        self._state = np.asarray(state, np.float32)
+        self._labels = np.asarray(labels, self._label_dtype)
+        self._labeled = np.asarray(labeled, np.int32)
+        self._excluded = np.asarray(excluded, bool)
+        self._history = [int(i) for i in history]
+        self.seed = int(seed)
+        self._rng = rng
+        self._probabilities = None
+
+    # ----------------------------------------------------------- properties
+    @property
+    def task(self):
+        """"classification" or "regression" (ratings)."""
+        return self._backend.task
+
+    @property
+    def _label_dtype(self):
+        return np.int32 if self.task == "classification" else np.float32
+
+    @property
+    def pool_size(self):
+        return len(self._pool)
+
+    @property
+    def pool(self):
+        """The pool items as given (after conversion to numpy)."""
+        return self._pool.copy()
+
+    @property
+    def max_classes(self):
+        """Classification: how many classes labels may take (else None)."""
+        return self._backend.max_classes if self.task == "classification" else None
+
+    @property
+    def rating_range(self):
+        """Ratings: (lowest, highest) rating the model accepts (else None)."""
+        if self.task == "classification":
+            return None
+        return (self._backend.rating_min, self._backend.rating_max)
+
+    @property
+    def labeled_indices(self):
+        """Pool indices labelled so far, in the order they were taught."""
+        return np.asarray(self._history, np.int64)
+
+    @property
+    def labels(self):
+        """Labels of `labeled_indices`, in the same order."""
+        return self._labels[self.labeled_indices]
+
+    @property
+    def skipped_indices(self):
+        """Pool indices removed from consideration with `skip`."""
+        return np.flatnonzero(self._excluded)
+
+    @property
+    def unlabeled_indices(self):
+        """Pool indices neither labelled nor skipped."""
+        return np.flatnonzero(self._candidates())
+
+    def _candidates(self):
+        return np.logical_and(self._labeled == 0, ~self._excluded)
+
+    def _episode(self):
+        return {"embeddings": self._embeddings[None], "state": self._state[None],
+                "labels": self._labels[None], "labeled": self._labeled[None]}
+
+    # ---------------------------------------------------------------- steps
+    def probabilities(self):
+        """The model's current selection distribution over the pool `[P]`.
+
+        0 on labelled and skipped items; sums to 1 over the rest (all zeros
+        once nothing is left to ask).
+        """
+        if self._probabilities is None:
+            candidates = self._candidates()
+            if not candidates.any():
+                self._probabilities = np.zeros([self.pool_size], np.float32)
+            else:
+                out = self._backend.call("select", dict(self._episode(), k=np.int32(1)))
+                p = np.asarray(out["probabilities"][0], np.float32)
+                p = np.where(candidates, p, 0.0).astype(np.float32)
+                total = p.sum()
+                # Skipped items may have held all the mass (p underflows to
+                # 0 far from the best item): fall back to uniform then.
+                p = p / total if total > 0 else candidates / candidates.sum()
+                self._probabilities = p.astype(np.float32)
+        return self._probabilities.copy()
+
+    def query(self, k=1):
+        """Pool indices of the `k` items to label next, best first `[k]`.
+
+        The top-k of the selection distribution (batch mode); k=1 is its
+        argmax. Exact ties are broken at random with the session's seed.
+        """
+        k = int(k)
+        left = int(self._candidates().sum())
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if k > left:
+            raise ValueError(f"k={k} but only {left} unlabelled, unskipped items are left")
+        p = self.probabilities()
+        tie_break = self._rng.random(self.pool_size)
+        order = np.lexsort((tie_break, -p))
+        order = order[self._candidates()[order]]
+        return order[:k].astype(np.int64)
+
+    def _check_indices(self, indices, what):
+        indices = np.atleast_1d(np.asarray(indices))
+        if indices.ndim != 1 or (indices.size and indices.dtype.kind not in "iu"):
+            raise ValueError(f"{what}: indices must be integers, got {indices!r}")
+        indices = indices.astype(np.int64)
+        bad = indices[(indices < 0) | (indices >= self.pool_size)]
+        if bad.size:
+            raise ValueError(f"{what}: indices {bad.tolist()} out of range "
+                             f"0..{self.pool_size - 1}")
+        if len(set(indices.tolist())) != len(indices):
+            raise ValueError(f"{what}: repeated indices {indices.tolist()}")
+        already = indices[self._labeled[indices] == 1]
+        if already.size:
+            raise ValueError(f"{what}: items {already.tolist()} are already labelled")
+        return indices
+
+    def _check_labels(self, labels, count):
+        labels = np.atleast_1d(np.asarray(labels))
+        if labels.shape != (count,):
+            raise ValueError(f"teach: got {labels.size} labels for {count} indices")
+        if self.task == "classification":
+            if labels.size and labels.dtype.kind not in "iu":
+                if not np.all(np.mod(labels, 1) == 0):
+                    raise ValueError(f"teach: class labels must be integers, got {labels}")
+            c = self._backend.max_classes
+            bad = labels[(labels < 0) | (labels >= c)]
+            if bad.size:
+                raise ValueError(f"teach: labels {bad.tolist()} outside 0..{c - 1}")
+            return labels.astype(np.int32)
+        labels = labels.astype(np.float32)
+        lo, hi = self._backend.rating_min, self._backend.rating_max
+        bad = labels[~((labels >= lo) & (labels <= hi))]
+        if bad.size:
+            raise ValueError(f"teach: ratings {bad.tolist()} outside [{lo}, {hi}]")
+        return labels
+
+    def teach(self, indices, labels):
+        """Gives the label of one item or of several (read in the given order).
+
+        Raises:
+          ValueError: an index out of range, repeated or already labelled, or
+            a label outside the model's classes / rating scale. Nothing is
+            taught then.
+        """
+        indices = self._check_indices(indices, "teach")
+        labels = self._check_labels(labels, len(indices))
+        for index, label in zip(indices, labels):
+            out = self._backend.call("observe", dict(
+                self._episode(), index=np.array([index], np.int32),
+                label=np.array([label], self._label_dtype)))
+            self._state = np.asarray(out["state"][0], np.float32)
+            self._labels = np.asarray(out["labels"][0], self._label_dtype)
+            self._labeled = np.asarray(out["labeled"][0], np.int32)
+            self._excluded[index] = False
+            self._history.append(int(index))
+            self._probabilities = None
+
+    def skip(self, indices):
+        """Removes items from consideration without a label (e.g. unseen).
+
+        The model never reads a skipped item; `query` and `probabilities`
+        leave it out; teaching it later is allowed.
+        """
+        indices = self._check_indices(indices, "skip")
+        self._excluded[indices] = True
+        self._probabilities = None
+
+    def predict(self, items=None):
+        """Predictions for `items` (default: the pool) from the labels so far.
+
+        Returns class probabilities `[Q, max_classes]` or ratings `[Q]`.
+        """
+        items = self._pool if items is None else self._backend.prepare_items(items, "items")
+        out = self._backend.call("predict", dict(self._episode(), queries=items[None]))
+        key = "probabilities" if self.task == "classification" else "ratings"
+        return np.asarray(out[key][0], np.float32)
+
+    # ---------------------------------------------------------- persistence
+    def save(self, path):
+        """Writes the session state to `path` (.npz) atomically."""
+        path = os.fspath(path)
+        buffer = io.BytesIO()
+        np.savez(buffer, format=np.int64(_FORMAT), task=np.str_(self.task),
+                 pool=self._pool, embeddings=self._embeddings, state=self._state,
+                 labels=self._labels, labeled=self._labeled, excluded=self._excluded,
+                 history=np.asarray(self._history, np.int64), seed=np.int64(self.seed),
+                 rng_state=np.str_(json.dumps(self._rng.bit_generator.state)))
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(buffer.getvalue())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path, model_or_path_or_url, signature_prefix="", vocabulary=None):
+        """Restores a session saved by `save`, to run on the given model.
+
+        The model must be the one the session was started with (or an export
+        of it); the pool is stored as given, so use the same kind of source
+        (movieIds vs dense indices) for `predict()` on the pool.
+        """
+        backend = _backend(model_or_path_or_url, signature_prefix, vocabulary)
+        with np.load(os.fspath(path), allow_pickle=False) as f:
+            values = {key: f[key] for key in f.files}
+        if int(values.get("format", -1)) != _FORMAT:
+            raise ValueError(f"{path}: not an ActiveSession file (format "
+                             f"{values.get('format')})")
+        if str(values["task"]) != backend.task:
+            raise ValueError(f"{path} holds a {values['task']} session but the model is "
+                             f"a {backend.task} model")
+        embeddings, state = values["embeddings"], values["state"]
+        if embeddings.shape[-1] != backend.embed_dim or state.shape != (backend.state_size,):
+            raise ValueError(f"{path} was saved with another model (embeddings "
+                             f"{embeddings.shape}, state {state.shape}; this model has "
+                             f"embed_dim={backend.embed_dim}, "
+                             f"state_size={backend.state_size})")
+        session = cls.__new__(cls)
+        session._backend = backend
+        rng = np.random.default_rng()
+        rng.bit_generator.state = json.loads(str(values["rng_state"]))
+        session._set_state(values["pool"], embeddings, state, values["labels"],
+                           values["labeled"], values["excluded"], values["history"].tolist(),
+                           int(values["seed"]), rng)
+        return session
+
+    def __repr__(self):
+        return (f"ActiveSession({self._backend.description}, task={self.task}, "
+                f"pool={self.pool_size}, labelled={len(self._history)}, "
+                f"skipped={int(self._excluded.sum())})")
