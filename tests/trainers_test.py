@@ -1,0 +1,173 @@
+"""Tests of the training entry points: flagfiles, flag checks, resume, NaN guard."""
+
+import copy
+import glob
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import active_learning  # noqa: F401,E402
+from absl import flags  # noqa: E402
+from absl.testing import flagsaver  # noqa: E402
+import keras  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from active_learning import checkpoints  # noqa: E402
+from trainers import common  # noqa: E402
+from trainers import movielens as movielens_trainer  # noqa: E402
+from trainers import omniglot as omniglot_trainer  # noqa: E402
+from tests import fakes  # noqa: E402
+
+FLAGS = flags.FLAGS
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(REPO, "trainers", "configs", "*.cfg")))
+
+
+def _ensure_parsed():
+    if not FLAGS.is_parsed():
+        FLAGS(["trainers_test"])
+
+
+def _module_flags(*modules):
+    """A fresh FlagValues holding only the flags these modules define."""
+    values = flags.FlagValues()
+    for module in modules:
+        for flag in FLAGS.get_flags_for_module(module):
+            values[flag.name] = copy.deepcopy(flag)  # parsing must not touch FLAGS
+    return values
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_flagfile_names_only_known_flags(path):
+    trainer = movielens_trainer if "movielens" in os.path.basename(path) else omniglot_trainer
+    values = _module_flags(common, trainer)
+    values(["prog", f"--flagfile={path}"])  # raises on an unknown flag or bad value
+    assert values["model_dir"].value
+    assert values["data_dir"].value.startswith("../shared/data/")
+    assert values["train_steps"].value >= 1000
+
+
+def test_there_are_flagfiles_for_every_paper_setting():
+    names = {os.path.basename(p) for p in CONFIGS}
+    for ways in (5, 10):
+        for shots in (1, 2, 3):
+            assert f"omniglot_{ways}way_{shots}shot.cfg" in names
+    assert {"omniglot_20way.cfg", "omniglot_mixed.cfg", "movielens.cfg"} <= names
+
+
+class FlagCheckTest(tf.test.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        _ensure_parsed()
+
+    def test_budget_larger_than_pool_is_rejected_before_loading(self):
+        with flagsaver.flagsaver(data_dir="/nonexistent", model_dir=self.get_temp_dir(),
+                                 ways=5, items_per_class=2, budget=11):
+            with self.assertRaisesRegex(flags.ValidationError, "exceeds the pool"):
+                omniglot_trainer.build_setup()
+
+    def test_ways_above_max_classes_is_rejected(self):
+        with flagsaver.flagsaver(data_dir="/nonexistent", model_dir=self.get_temp_dir(),
+                                 ways=25, max_classes=20):
+            with self.assertRaisesRegex(flags.ValidationError, "max_classes"):
+                omniglot_trainer.build_setup()
+
+    def test_missing_data_dir_names_the_problem(self):
+        with flagsaver.flagsaver(data_dir=os.path.join(self.get_temp_dir(), "missing"),
+                                 model_dir=self.get_temp_dir(), ways=5, shots=1):
+            with self.assertRaisesRegex((FileNotFoundError, ValueError), "missing"):
+                omniglot_trainer.build_setup()
+
+    def test_movielens_budget_above_support_is_rejected(self):
+        with flagsaver.flagsaver(data_dir="/nonexistent", model_dir=self.get_temp_dir(),
+                                 budget=60, support_size=50):
+            with self.assertRaisesRegex(flags.ValidationError, "exceeds the pool"):
+                movielens_trainer.build_setup()
+
+
+class _CrashingSampler:
+    """Delegates to a sampler, then dies on one call: a stand-in for kill -9."""
+
+    def __init__(self, sampler, crash_on_call):
+        self.sampler, self.rng = sampler, sampler.rng
+        self.calls, self.crash_on_call = 0, crash_on_call
+
+    def sample(self, batch_size, **kwargs):
+        self.calls += 1
+        if self.calls == self.crash_on_call:
+            raise KeyboardInterrupt("simulated crash")
+        return self.sampler.sample(batch_size, **kwargs)
+
+
+def _setup(sampler=None):
+    keras.utils.set_random_seed(1)
+    model = fakes.tiny_model()
+    sampler = sampler or fakes.tiny_sampler(seed=3)
+    return common.TaskSetup(
+        name="omniglot", model=model, train_sampler=sampler,
+        make_eval_sampler=lambda: fakes.tiny_sampler(seed=99), eval_policies=["greedy"],
+        num_steps=2, higher_is_better=True, metric_name="accuracy")
+
+
+RUN_FLAGS = dict(train_steps=6, checkpoint_interval=2, eval_interval=3, log_interval=3,
+                 eval_episodes=4, final_eval_episodes=4, batch_size=4, seed=0)
+
+
+class ResumeTest(tf.test.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        _ensure_parsed()
+
+    def _run(self, model_dir, setup):
+        config = common.train_config_from_flags(setup.num_steps)
+        with flagsaver.flagsaver(model_dir=model_dir, **RUN_FLAGS):
+            return common.run_training(setup, config, tf.distribute.get_strategy())
+
+    def test_crash_then_rerun_equals_an_uninterrupted_run(self):
+        straight_dir = os.path.join(self.get_temp_dir(), "straight")
+        straight = _setup()
+        record = self._run(straight_dir, straight)
+        self.assertEqual(record["labels"], [1, 2])
+        self.assertTrue(os.path.exists(os.path.join(straight_dir, checkpoints.METRICS)))
+        self.assertTrue(tf.train.latest_checkpoint(os.path.join(straight_dir, "best")))
+
+        crash_dir = os.path.join(self.get_temp_dir(), "crashed")
+        # Dies while fetching the 6th batch: checkpoints exist for steps 2 and 4.
+        crashing = _setup(_CrashingSampler(fakes.tiny_sampler(seed=3), crash_on_call=6))
+        with self.assertRaises(KeyboardInterrupt):
+            self._run(crash_dir, crashing)
+        latest = tf.train.latest_checkpoint(os.path.join(crash_dir, "checkpoints"))
+        self.assertTrue(latest.endswith("ckpt-4"), latest)
+
+        resumed = _setup()  # a fresh process: new model, sampler at its seed
+        self._run(crash_dir, resumed)
+        for a, b in zip(straight.model.trainable_variables, resumed.model.trainable_variables):
+            self.assertAllClose(a.numpy(), b.numpy(), atol=1e-5, msg=a.path)
+
+    def test_non_finite_loss_stops_with_the_last_good_checkpoint(self):
+        class NanSampler:
+            def __init__(self):
+                self.sampler = fakes.tiny_sampler(seed=3)
+                self.rng = self.sampler.rng
+
+            def sample(self, batch_size, **kwargs):
+                batch = dict(self.sampler.sample(batch_size, **kwargs))
+                batch["support_images"] = batch["support_images"] * float("nan")
+                return batch
+
+        model_dir = os.path.join(self.get_temp_dir(), "nan")
+        with self.assertRaisesRegex(SystemExit, "non-finite loss at step 1.*Last good "
+                                    "checkpoint: none"):
+            self._run(model_dir, _setup(NanSampler()))
+        self.assertIsNone(tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")))
+
+
+def test_format_curves_lists_every_policy():
+    record = {"metric": "accuracy", "split": "validation", "labels": [1, 2],
+              "policies": {"greedy": {"metric": [0.5, 0.75], "distinct_labels": [1, 2]},
+                           "random": {"metric": [0.25, 0.5], "distinct_labels": [1, 1.5]}}}
+    text = common.format_curves(record)
+    assert "greedy" in text and "random" in text and "0.750" in text and "1.50" in text
