@@ -256,8 +256,9 @@ def _evaluate_and_keep_best(setup, model, step, writer, best_manager, best, best
             tf.summary.scalar(f"distinct_after_{t}_labels", d)
     improved = best is None or (value > best["value"] if setup.higher_is_better
                                 else value < best["value"])
-    logging.info("validation step %d: %s after %d labels = %.4f%s", step, setup.metric_name,
-                 setup.num_steps, value, " (best so far)" if improved else "")
+    logging.info("validation step %d: %s after %d labels = %.4f, distinct labels %.2f%s",
+                 step, setup.metric_name, setup.num_steps, value,
+                 result["distinct_labels"][-1], " (best so far)" if improved else "")
     if improved:
         best_manager.save(checkpoint_number=step)
         best = {"step": step, "value": value, "metric": setup.metric_name}
@@ -288,10 +289,13 @@ def format_curves(record):
     lines = [f"held-out {record['metric']} by labels requested ({record['split']}):", header]
     for name, res in record["policies"].items():
         lines.append(f"{name:<16}" + "".join(f"{res['metric'][t - 1]:9.3f}" for t in shown))
-    lines.append("distinct labels found:")
-    for name, res in record["policies"].items():
-        lines.append(f"{name:<16}" + "".join(f"{res['distinct_labels'][t - 1]:9.2f}"
-                                             for t in shown))
+    for key, title in (("distinct_labels", "distinct labels found:"),
+                       ("found_all", "fraction of episodes with every label value found:")):
+        if not all(key in res for res in record["policies"].values()):
+            continue
+        lines.append(title)
+        for name, res in record["policies"].items():
+            lines.append(f"{name:<16}" + "".join(f"{res[key][t - 1]:9.2f}" for t in shown))
     return "\n".join(lines)
 
 
