@@ -37,3 +37,11 @@ def _import_tensorflow_quietly():
 _import_tensorflow_quietly()
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # Lazy, so `import active_learning` stays light for the data tools.
+    if name == "ActiveSession":
+        from active_learning.session import ActiveSession
+        return ActiveSession
+    raise AttributeError(f"module 'active_learning' has no attribute {name!r}")

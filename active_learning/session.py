@@ -119,8 +119,6 @@ class _ModelBackend(_Backend):
         if name == "begin":
             embeddings, state = m.begin(self._model_items(inputs["support"]))
             return {"embeddings": embeddings.numpy(), "state": state.numpy()}
-        if name == "metadata":
-            return {}
         embeddings = tf.constant(inputs["embeddings"], tf.float32)
         state = tf.constant(inputs["state"], tf.float32)
         labels = tf.constant(inputs["labels"], m.label_dtype)

@@ -1,0 +1,510 @@
+"""The tf.Module whose functions are the SavedModel's serving signatures.
+
+TF Serving keeps no session, so every signature is stateless: the episode
+state (pool embeddings, controller state, labels and the labelled mask) goes
+out with every answer and comes back with the next request. All inputs and
+outputs are flat, named, JSON-friendly tensors with a leading batch dimension
+(many users or episodes at once) and a free pool size:
+
+  begin(support)                                  -> embeddings, state
+  select(embeddings, state, labels, labeled, k)   -> probabilities, index, top_k
+  observe(embeddings, state, labels, labeled, index, label)
+                                                  -> state, labels, labeled
+  predict(embeddings, state, labels, labeled, queries)
+                                                  -> probabilities | ratings
+  metadata(dummy)                                 -> task, sizes, configs, ...
+
+`labeled` is an int32 0/1 mask rather than a bool tensor: plain numbers are
+what every JSON client writes without thinking. `labels` are int32 classes
+(-1 = unknown) for classification and float32 ratings for the ratings task.
+Ratings models take MovieLens movieIds (int64) and map them to the model's
+dense item indices in the graph with a `tf.lookup.StaticHashTable`.
+`metadata` takes a dummy scalar because TF Serving's REST API refuses a
+signature without inputs.
+
+Loaded signatures do not check the shapes of their inputs (a
+`ConcreteFunction` restored from a SavedModel only checks dtypes, and TF
+Serving feeds whatever it receives), so every signature validates its inputs
+with core `tf.debugging.Assert` ops, in stages (ranks, then shapes, then
+values), and a malformed input fails with an `InvalidArgumentError` naming
+the input rather than an obscure error from deep inside the model. Only core
+ops are used: `tensorflow_model_server` and `saved_model_cli` run the graph
+without this package installed.
+"""
+
+import json
+import types
+
+import numpy as np
+import tensorflow as tf
+
+import active_learning
+from active_learning.layers.masked import NEG_INF
+
+SIGNATURES = ("begin", "select", "observe", "predict", "metadata")
+
+# How many entries of an offending tensor an assertion message prints.
+_SUMMARIZE = 16
+
+
+def _check(condition, message, *data):
+    """A core `Assert` op whose error names the input and the expectation."""
+    return tf.debugging.Assert(condition, [message, *data], summarize=_SUMMARIZE)
+
+
+def _dims(x, n):
+    """The first `n` dims of `x`'s shape, padded with -1: never fails."""
+    return tf.concat([tf.shape(x), tf.fill([n], -1)], 0)[:n]
+
+
+def _static(t, dims):
+    """`t` reshaped to its own (validated) shape, with the static `dims` known.
+
+    Not `tf.ensure_shape`: Grappler reads an EnsureShape as a promise about
+    its input and folds the earlier `tf.rank` check of that input to the
+    promised rank, which silently disabled the rank checks in a test.
+    """
+    if not dims:
+        return tf.reshape(t, [])
+    shape = _dims(t, len(dims))
+    return tf.reshape(t, tf.stack([shape[i] if d is None else d for i, d in enumerate(dims)]))
+
+
+def _run_stage(stage):
+    checks = stage()
+    asserts = [_check(condition, *message) for condition, *message in checks]
+    with tf.control_dependencies(asserts):
+        return tf.reduce_all(tf.stack([condition for condition, *_ in checks]))
+
+
+def _validated(stages, tensors):
+    """Runs the checks of `stages` in order; returns `tensors` after them.
+
+    A stage is a callable returning `(condition, message, *data)` tuples.
+    Each stage runs inside a `tf.cond` on the success of the previous one,
+    so a check that reads the shape or the values of `x` is never computed
+    before the earlier checks of `x` passed (a gather before its indices are
+    known to be in range, say): plain control dependencies did not keep that
+    order in a test, once Grappler had rewritten the graph.
+    """
+    ok = tf.constant(True)
+    for stage in stages:
+        ok = tf.cond(ok, lambda stage=stage: _run_stage(stage), lambda: tf.constant(False))
+    with tf.control_dependencies([ok]):
+        return [tf.identity(t) for t in tensors]
+
+
+class ServingModule(tf.Module):
+    """Owns the serving signatures of a trained `ActiveMatchingNetwork`.
+
+    Args:
+      model: the `ActiveMatchingNetwork` (weights restored).
+      vocabulary: ratings models only: int64 `[num_items]`, the MovieLens
+        movieId of each dense item index (`checkpoints.load_vocabulary`).
+      run_config: optional dict, how the model was trained; exported as a
+        JSON string by the `metadata` signature.
+      version: the export version, reported by `metadata`.
+      checkpoint: optional checkpoint path, reported by `metadata`.
+    """
+
+    def __init__(self, model, vocabulary=None, run_config=None, version=0,
+                 checkpoint=""):
+        super().__init__(name="active_learner")
+        # The Keras model is kept out of the tracked attributes: a SavedModel
+        # that tracks Keras 3 layers saves each variable twice and its TF1
+        # (session) view -- what TF Serving and `saved_model_cli run` load --
+        # then fails with "Could not find variable". Only the tf.Variables
+        # the signatures capture are tracked (see `signatures`), as Keras's
+        # own ExportArchive does.
+        self._holder = types.SimpleNamespace(model=model)
+        config = model.config
+        self._config = config
+        self._classification = config.task == "classification"
+        self._version = int(version)
+        self._run_config_json = json.dumps(run_config or {}, sort_keys=True,
+                                           default=_json_default)
+        self._checkpoint = str(checkpoint or "")
+        # Strings are built here, not while tracing `metadata`: AutoGraph
+        # would otherwise try (and fail) to convert the json module.
+        self._model_config_json = config.to_json()
+        self._embed_dim = int(config.embed_dim)
+        self._state_size = 2 * int(config.units)
+
+        if self._classification:
+            if vocabulary is not None:
+                raise ValueError("a classification model takes no vocabulary")
+            size = int(config.image_size)
+            item_shape = [None, None, None, None, 1]
+            item_dtype = tf.float32
+            label_dtype = tf.int32
+        else:
+            if vocabulary is None:
+                raise ValueError(
+                    "a ratings model needs its movieId vocabulary "
+                    "(checkpoints.load_vocabulary(model_dir))")
+            vocab = np.asarray(vocabulary, np.int64)
+            if vocab.ndim != 1 or vocab.shape[0] != config.num_items:
+                raise ValueError(
+                    f"the vocabulary holds {vocab.shape} movieIds but the model "
+                    f"has num_items={config.num_items}")
+            if np.unique(vocab).shape[0] != vocab.shape[0]:
+                raise ValueError("the vocabulary repeats a movieId")
+            # A variable so that clients can read the vocabulary back from
+            # the loaded SavedModel (`loaded.vocabulary`).
+            self.vocabulary = tf.Variable(vocab, trainable=False, name="vocabulary")
+            self._table = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(
+                    tf.constant(vocab), tf.range(vocab.shape[0], dtype=tf.int64)),
+                default_value=-1)
+            size = None
+            item_shape = [None, None]
+            item_dtype = tf.int64
+            label_dtype = tf.float32
+        self._image_size = size
+        self._label_dtype = label_dtype
+        self._item_shape = item_shape
+        self._input_spec = self.describe_inputs()
+
+        # Input specs leave the rank unknown on purpose. A restored signature
+        # (and TF Serving) checks dtypes but not shapes, and with a declared
+        # rank Grappler folds `tf.rank(x)` to that constant, so an in-graph
+        # rank check would pass a wrongly shaped input and the call would
+        # fail deep in the model, or even answer. With unknown ranks the
+        # checks see the real shapes; `_static` then gives the model
+        # its static shapes back. The expected shapes are documented by
+        # `metadata`'s `input_spec` and in docs/serving.md.
+        def spec(dtype):
+            return tf.TensorSpec(None, dtype)
+
+        emb, state = spec(tf.float32), spec(tf.float32)
+        labels, labeled = spec(label_dtype), spec(tf.int32)
+        # AutoGraph is off: the model has no data-dependent Python control
+        # flow (its loops are over constants, the pool loop is a tf.scan)
+        # and converting it triples the tracing time.
+        def function(fn, *specs):
+            return tf.function(fn, input_signature=list(specs), autograph=False)
+
+        # The functions live outside the tracked attributes: the SavedModel
+        # needs them only as signatures, and `tf.saved_model.save` would
+        # otherwise trace every attached function a second time (a few
+        # seconds per export).
+        self._functions = types.SimpleNamespace(
+            begin=function(self._begin, spec(item_dtype)),
+            select=function(self._select, emb, state, labels, labeled, spec(tf.int32)),
+            observe=function(self._observe, emb, state, labels, labeled, spec(tf.int32),
+                             spec(label_dtype)),
+            predict=function(self._predict, emb, state, labels, labeled, spec(item_dtype)),
+            metadata=function(self._metadata, spec(tf.int32)),
+        )
+
+    def begin(self, support):
+        """`support` -> {embeddings, state}."""
+        return self._functions.begin(support)
+
+    def select(self, embeddings, state, labels, labeled, k):
+        """-> {probabilities, index, top_k}."""
+        return self._functions.select(embeddings, state, labels, labeled, k)
+
+    def observe(self, embeddings, state, labels, labeled, index, label):
+        """-> {state, labels, labeled}."""
+        return self._functions.observe(embeddings, state, labels, labeled, index, label)
+
+    def predict(self, embeddings, state, labels, labeled, queries):
+        """-> {probabilities} (classification) or {ratings}."""
+        return self._functions.predict(embeddings, state, labels, labeled, queries)
+
+    def metadata(self, dummy=0):
+        """-> {task, export_version, ...} scalars."""
+        return self._functions.metadata(dummy)
+
+    @property
+    def model(self):
+        return self._holder.model
+
+    # ------------------------------------------------------------- exporting
+    def signatures(self):
+        """{name: concrete function} for `tf.saved_model.save`.
+
+        Also tracks the variables those functions capture, so that saving
+        this module saves exactly them.
+        """
+        functions = {name: getattr(self._functions, name).get_concrete_function()
+                     for name in SIGNATURES}
+        captured, seen = [], set()
+        for function in functions.values():
+            for variable in function.variables:
+                if id(variable) not in seen:
+                    seen.add(id(variable))
+                    captured.append(variable)
+        self.model_variables = captured
+        return functions
+
+    def describe_inputs(self):
+        """Human-readable description of the signatures' inputs."""
+        c = self._config
+        if self._classification:
+            items = (f"support/queries: float32 [batch, pool, H, W, 1] grey-scale images "
+                     f"in [0, 1], ink = 1; {c.image_size}x{c.image_size} expected, any "
+                     f"other square size (e.g. 105x105) is area-resized in the graph")
+            label = f"int32 class in 0..{c.max_classes - 1}, -1 = unknown"
+        else:
+            items = ("support/queries: int64 [batch, pool] MovieLens movieIds known to "
+                     "the model's vocabulary")
+            label = f"float32 rating in [{c.rating_min}, {c.rating_max}]"
+        return (f"{items}; embeddings: float32 [batch, pool, {self._embed_dim}]; "
+                f"state: float32 [batch, {self._state_size}]; labels: [batch, pool] "
+                f"{label}; labeled: int32 [batch, pool] 0/1; index: int32 [batch]; "
+                f"label: [batch]; k: int32 scalar")
+
+    # ------------------------------------------------------------ validation
+    # Each helper returns `(condition, message, *data)` tuples for a stage
+    # of `_validated`; a stage may rely on the checks of earlier stages.
+    # Within a stage conditions must not fail whatever the shapes (`_dims`
+    # pads instead of slicing past the rank).
+    def _rank_checks(self, fn, inputs):
+        """Each (name, tensor, rank, layout) has the right rank."""
+        return [(tf.equal(tf.rank(t), rank),
+                 f"{fn}: input `{name}` must have rank {rank} {layout}; got shape",
+                 tf.shape(t))
+                for name, t, rank, layout in inputs]
+
+    def _item_rank(self):
+        if self._classification:
+            return 5, "[batch, pool, height, width, 1]"
+        return 2, "[batch, pool]"
+
+    def _item_shape_checks(self, fn, name, items):
+        if not self._classification:
+            return []
+        shape = _dims(items, 5)
+        return [
+            (tf.equal(shape[4], 1),
+             f"{fn}: input `{name}` must hold single-channel images "
+             "[batch, pool, H, W, 1]; got shape", tf.shape(items)),
+            (tf.logical_and(tf.equal(shape[2], shape[3]), shape[2] > 0),
+             f"{fn}: input `{name}` must hold square images (H == W > 0); got shape",
+             tf.shape(items)),
+        ]
+
+    def _items(self, fn, name, items):
+        """Pool items as the model takes them: resized images or dense ids."""
+        if self._classification:
+            size = self._image_size
+            shape = tf.shape(items)
+            flat = tf.reshape(items, tf.concat([[-1], shape[2:]], 0))
+            # Area resampling is how the Omniglot pipeline turns the release's
+            # 105x105 drawings into 28x28 ones.
+            flat = tf.cond(tf.equal(shape[2], size), lambda: flat,
+                           lambda: tf.image.resize(flat, [size, size], method="area"))
+            return tf.reshape(flat, tf.concat([shape[:2], [size, size, 1]], 0))
+        dense = self._table.lookup(items)
+        unknown = dense < 0
+        (items,) = _validated([lambda: [(
+            tf.logical_not(tf.reduce_any(unknown)),
+            f"{fn}: input `{name}` holds movieIds unknown to the model vocabulary:",
+            tf.boolean_mask(items, unknown))]], [items])
+        with tf.control_dependencies([items]):
+            return tf.cast(tf.identity(dense), tf.int32)
+
+    def _episode_ranks(self, fn, embeddings, state, labels, labeled):
+        return self._rank_checks(fn, [
+            ("embeddings", embeddings, 3, "[batch, pool, embed_dim]"),
+            ("state", state, 2, "[batch, state_size]"),
+            ("labels", labels, 2, "[batch, pool]"),
+            ("labeled", labeled, 2, "[batch, pool]"),
+        ])
+
+    def _episode_checks(self, fn, embeddings, state, labels, labeled):
+        """State and masks agree with the pool embeddings."""
+        e = _dims(embeddings, 3)
+        return [
+            (tf.equal(e[2], self._embed_dim),
+             f"{fn}: input `embeddings` must be [batch, pool, {self._embed_dim}] "
+             "(from `begin`); got shape", tf.shape(embeddings)),
+            (tf.reduce_all(tf.equal(_dims(state, 2), tf.stack([e[0], self._state_size]))),
+             f"{fn}: input `state` must be [batch, {self._state_size}] with the batch "
+             "of `embeddings`; got state shape", tf.shape(state),
+             "embeddings shape", tf.shape(embeddings)),
+            (tf.reduce_all(tf.equal(_dims(labels, 2), e[:2])),
+             f"{fn}: input `labels` must be [batch, pool] like `embeddings` (pool size "
+             "or batch mismatch); got labels shape", tf.shape(labels),
+             "embeddings shape", tf.shape(embeddings)),
+            (tf.reduce_all(tf.equal(_dims(labeled, 2), e[:2])),
+             f"{fn}: input `labeled` must be [batch, pool] like `embeddings` (pool size "
+             "or batch mismatch); got labeled shape", tf.shape(labeled),
+             "embeddings shape", tf.shape(embeddings)),
+        ]
+
+    def _label_ok(self, label):
+        c = self._config
+        if self._classification:
+            return tf.logical_and(label >= 0, label < c.max_classes)
+        return tf.logical_and(label >= c.rating_min, label <= c.rating_max)
+
+    def _label_expectation(self):
+        c = self._config
+        if self._classification:
+            return f"a class in 0..{c.max_classes - 1}"
+        return f"a rating in [{c.rating_min}, {c.rating_max}]"
+
+    def _value_checks(self, fn, labels, labeled):
+        """A 0/1 mask, and valid labels wherever it is 1."""
+        is_labeled = tf.equal(labeled, 1)
+        return [
+            (tf.reduce_all(tf.logical_or(is_labeled, tf.equal(labeled, 0))),
+             f"{fn}: input `labeled` must be a 0/1 mask; got", labeled),
+            (tf.reduce_all(tf.logical_or(tf.logical_not(is_labeled),
+                                         self._label_ok(labels))),
+             f"{fn}: input `labels` must hold {self._label_expectation()} wherever "
+             "`labeled` is 1; got", labels),
+        ]
+
+    def _episode_shapes(self, embeddings, state, labels, labeled):
+        """The validated episode tensors with their static shapes restored."""
+        return (_static(embeddings, [None, None, self._embed_dim]),
+                _static(state, [None, self._state_size]),
+                _static(labels, [None, None]),
+                _static(labeled, [None, None]))
+
+    # ------------------------------------------------------------ signatures
+    def _begin(self, support):
+        rank, layout = self._item_rank()
+        (support,) = _validated([
+            lambda: self._rank_checks("begin", [("support", support, rank, layout)]),
+            lambda: self._item_shape_checks("begin", "support", support) + [
+                (tf.shape(support)[1] > 0,
+                 "begin: input `support` must hold at least one item per episode; "
+                 "got shape", tf.shape(support))],
+        ], [support])
+        support = _static(support, self._item_shape)
+        embeddings, state = self.model.begin(self._items("begin", "support", support))
+        return {"embeddings": embeddings, "state": state}
+
+    def _select(self, embeddings, state, labels, labeled, k):
+        fn = "select"
+        episode = (embeddings, state, labels, labeled)
+
+        def values():
+            unlabeled = tf.reduce_sum(tf.cast(tf.equal(labeled, 0), tf.int32), -1)
+            return self._value_checks(fn, labels, labeled) + [
+                (k >= 1, "select: input `k` must be >= 1; got", k),
+                (tf.reduce_all(k <= unlabeled),
+                 "select: input `k` must not exceed the number of unlabelled items of "
+                 "any episode; got k =", k, "unlabelled items per episode:", unlabeled)]
+
+        embeddings, state, labels, labeled, k = _validated([
+            lambda: self._episode_ranks(fn, *episode) + self._rank_checks(
+                fn, [("k", k, 0, "(a scalar)")]),
+            lambda: self._episode_checks(fn, *episode),
+            values,
+        ], [embeddings, state, labels, labeled, k])
+        embeddings, state, labels, labeled = self._episode_shapes(
+            embeddings, state, labels, labeled)
+        k = _static(k, [])
+        mask = tf.equal(labeled, 1)
+        logits = self.model.select(embeddings, state, labels, mask)
+        # The model already puts NEG_INF on labelled items, so exp() is exactly
+        # 0 there; the where() makes that a guarantee of the interface.
+        probabilities = tf.where(mask, 0.0, tf.nn.softmax(logits, axis=-1))
+        ranked = tf.where(mask, tf.constant(NEG_INF, logits.dtype), logits)
+        top_k = tf.math.top_k(ranked, k).indices
+        index = tf.math.top_k(ranked, 1).indices[:, 0]
+        return {"probabilities": probabilities, "index": index, "top_k": top_k}
+
+    def _observe(self, embeddings, state, labels, labeled, index, label):
+        fn = "observe"
+        episode = (embeddings, state, labels, labeled)
+
+        def shapes():
+            batch = _dims(embeddings, 1)[0]
+            return self._episode_checks(fn, *episode) + [
+                (tf.equal(tf.shape(index)[0], batch),
+                 "observe: input `index` must be [batch] like `embeddings`; got shape",
+                 tf.shape(index), "embeddings shape", tf.shape(embeddings)),
+                (tf.equal(tf.shape(label)[0], batch),
+                 "observe: input `label` must be [batch] like `embeddings`; got shape",
+                 tf.shape(label), "embeddings shape", tf.shape(embeddings))]
+
+        def values():
+            pool = tf.shape(embeddings)[1]
+            return self._value_checks(fn, labels, labeled) + [
+                (tf.reduce_all(tf.logical_and(index >= 0, index < pool)),
+                 "observe: input `index` must lie in 0..pool-1; got", index,
+                 "pool size", pool),
+                (tf.reduce_all(self._label_ok(label)),
+                 f"observe: input `label` must be {self._label_expectation()}; got", label)]
+
+        def not_labeled():
+            already = tf.gather(labeled, index, batch_dims=1)
+            return [(tf.reduce_all(tf.equal(already, 0)),
+                     "observe: input `index` names an item that is already labelled "
+                     "(labeled == 1); index", index, "labeled there", already)]
+
+        embeddings, state, labels, labeled, index, label = _validated([
+            lambda: self._episode_ranks(fn, *episode) + self._rank_checks(
+                fn, [("index", index, 1, "[batch]"), ("label", label, 1, "[batch]")]),
+            shapes, values, not_labeled,
+        ], [embeddings, state, labels, labeled, index, label])
+        embeddings, state, labels, labeled = self._episode_shapes(
+            embeddings, state, labels, labeled)
+        index, label = _static(index, [None]), _static(label, [None])
+        state, labels, mask = self.model.observe(
+            embeddings, state, labels, tf.equal(labeled, 1), index, label)
+        return {"state": state, "labels": labels, "labeled": tf.cast(mask, tf.int32)}
+
+    def _predict(self, embeddings, state, labels, labeled, queries):
+        fn = "predict"
+        rank, layout = self._item_rank()
+        episode = (embeddings, state, labels, labeled)
+        embeddings, state, labels, labeled, queries = _validated([
+            lambda: self._episode_ranks(fn, *episode)
+            + self._rank_checks(fn, [("queries", queries, rank, layout)]),
+            lambda: self._episode_checks(fn, *episode)
+            + self._item_shape_checks(fn, "queries", queries) + [
+                (tf.equal(tf.shape(queries)[0], tf.shape(embeddings)[0]),
+                 "predict: input `queries` must have the batch of `embeddings`; got "
+                 "queries shape", tf.shape(queries), "embeddings shape",
+                 tf.shape(embeddings))],
+            lambda: self._value_checks(fn, labels, labeled),
+        ], [embeddings, state, labels, labeled, queries])
+        embeddings, state, labels, labeled = self._episode_shapes(
+            embeddings, state, labels, labeled)
+        queries = _static(queries, self._item_shape)
+        predictions = self.model.predict(embeddings, state, labels, tf.equal(labeled, 1),
+                                         self._items(fn, "queries", queries))
+        if self._classification:
+            return {"probabilities": predictions}
+        return {"ratings": predictions}
+
+    def _metadata(self, dummy):
+        # TF Serving's REST API rejects a signature without inputs, so this
+        # one takes a scalar it ignores.
+        del dummy
+        c = self._config
+        out = {
+            "task": tf.constant(c.task),
+            "export_version": tf.constant(self._version, tf.int64),
+            "package_version": tf.constant(active_learning.__version__),
+            "input_spec": tf.constant(self._input_spec),
+            "model_config": tf.constant(self._model_config_json),
+            "training_config": tf.constant(self._run_config_json),
+            "checkpoint": tf.constant(self._checkpoint),
+            "embed_dim": tf.constant(self._embed_dim, tf.int32),
+            "state_size": tf.constant(self._state_size, tf.int32),
+        }
+        if self._classification:
+            out["max_classes"] = tf.constant(c.max_classes, tf.int32)
+            out["image_size"] = tf.constant(c.image_size, tf.int32)
+        else:
+            out["rating_min"] = tf.constant(c.rating_min, tf.float32)
+            out["rating_max"] = tf.constant(c.rating_max, tf.float32)
+            out["num_items"] = tf.constant(c.num_items, tf.int32)
+        return out
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
