@@ -46,6 +46,9 @@ def test_flagfile_names_only_known_flags(path):
     assert values["model_dir"].value
     assert values["data_dir"].value.startswith("../shared/data/")
     assert values["train_steps"].value >= 1000
+    if "full" in os.path.basename(path) or "lake" in os.path.basename(path):
+        assert values["data_dir"].value.endswith("omniglot-full")
+        assert values["split"].value in ("vinyals", "lake")
 
 
 def test_there_are_flagfiles_for_every_paper_setting():

@@ -139,15 +139,25 @@ def _write_run_config(model_dir, setup, train_config):
     checkpoints.write_json_atomic(path, record)
 
 
+_ROLLOUT_FNS = {}
+
+
 def evaluate_setup(setup, model, num_episodes, batch_size, seed):
     """Held-out curves for each evaluation policy on the validation episodes."""
     results = {}
     for name in setup.eval_policies:
-        policy = make_policy(name, model.config.task, item_scores=setup.item_scores)
+        # One compiled rollout per (model, policy, budget): periodic
+        # evaluations reuse it instead of tracing anew each time.
+        key = (id(model), name, setup.num_steps)
+        if key not in _ROLLOUT_FNS:
+            policy = make_policy(name, model.config.task, item_scores=setup.item_scores)
+            _ROLLOUT_FNS[key] = (policy, evaluation.make_rollout_fn(model, policy,
+                                                                    setup.num_steps))
+        policy, run = _ROLLOUT_FNS[key]
         sampler = setup.make_eval_sampler()
         results[name] = evaluation.evaluate_policy(
             model, sampler.sample, policy, setup.num_steps, num_episodes, batch_size,
-            seed=seed)
+            seed=seed, rollout_fn=run)
     return results
 
 
