@@ -37,6 +37,8 @@ class TrainConfig:
 
     num_steps: int = 5             # T, labels requested per episode
     learning_rate: float = 1e-3
+    decay_steps: int = 0           # > 0: cosine decay to decay_floor * lr
+    decay_floor: float = 0.1
     clip_norm: float = 5.0
     gae_gamma: float = 1.0
     gae_lambda: float = 0.95
@@ -167,7 +169,13 @@ class Trainer(tf.Module):
         with self.strategy.scope():
             # Clipping happens in the step, after gradients are summed over
             # replicas: Keras would clip each replica's part on its own.
-            self.optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
+            learning_rate = config.learning_rate
+            if config.decay_steps > 0:
+                # A function of the optimizer's own step count, which the
+                # checkpoint holds, so a resumed run continues the schedule.
+                learning_rate = keras.optimizers.schedules.CosineDecay(
+                    config.learning_rate, config.decay_steps, alpha=config.decay_floor)
+            self.optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
             self.optimizer.build(model.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.rng = tf.random.Generator.from_seed(config.seed + 7919, alg="philox")

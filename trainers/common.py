@@ -34,6 +34,8 @@ flags.DEFINE_integer("batch_size", 16, "Episodes per update (global, all replica
 flags.DEFINE_integer("budget", None, "Labels requested per episode (T). Default: "
                      "ways * shots for Omniglot, 10 for MovieLens.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+flags.DEFINE_bool("cosine_decay", True, "Decay the learning rate along a cosine over "
+                  "--train_steps to a tenth of its start.")
 flags.DEFINE_float("clip_norm", 5.0, "Global gradient-norm clip.")
 flags.DEFINE_float("gae_gamma", 1.0, "GAE discount.")
 flags.DEFINE_float("gae_lambda", 0.95, "GAE lambda.")
@@ -94,6 +96,7 @@ def make_strategy(name):
 def train_config_from_flags(num_steps):
     return TrainConfig(
         num_steps=num_steps, learning_rate=FLAGS.learning_rate, clip_norm=FLAGS.clip_norm,
+        decay_steps=FLAGS.train_steps if FLAGS.cosine_decay else 0,
         gae_gamma=FLAGS.gae_gamma, gae_lambda=FLAGS.gae_lambda,
         entropy_weight=FLAGS.entropy_weight, value_weight=FLAGS.value_weight,
         imitation_weight=FLAGS.imitation_weight,
