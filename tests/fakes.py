@@ -1,6 +1,9 @@
 """Tiny synthetic episodes and models shared by the training and trainer tests."""
 
+import functools
+
 import numpy as np
+import tensorflow as tf
 
 from active_learning.config import ModelConfig
 from active_learning.data import omniglot
@@ -24,3 +27,44 @@ def tiny_model(max_classes=4, task="classification", **kwargs):
     config = dict(task=task, max_classes=max_classes, embed_dim=8, units=8)
     config.update(kwargs)
     return ActiveMatchingNetwork(ModelConfig(**config))
+
+
+# Small episodes of both tasks for the model, policy and rollout tests:
+# B episodes, pools of P items from N classes, Q held-out items.
+B, P, Q, N = 2, 6, 3, 3
+NUM_ITEMS = 40
+TASKS = ("classification", "regression")
+
+
+def small_config(task, **overrides):
+    """A small ModelConfig of either task."""
+    if task == "classification":
+        return ModelConfig(embed_dim=16, units=16, max_classes=5, **overrides)
+    return ModelConfig(task="regression", num_items=NUM_ITEMS, item_table_dim=8,
+                       embed_dim=16, units=16, max_classes=5, **overrides)
+
+
+def small_episode(task, seed=0):
+    """(support, support_labels, queries, query_labels) as tensors."""
+    rng = np.random.RandomState(seed)
+    if task == "classification":
+        labels = np.stack([rng.permutation(np.arange(P) % N) for _ in range(B)])
+        return (tf.constant(rng.rand(B, P, 28, 28, 1), tf.float32),
+                tf.constant(labels, tf.int32),
+                tf.constant(rng.rand(B, Q, 28, 28, 1), tf.float32),
+                tf.constant(rng.randint(0, N, (B, Q)), tf.int32))
+    items = np.stack([rng.choice(NUM_ITEMS, P + Q, replace=False) for _ in range(B)])
+    ratings = rng.randint(1, 11, (B, P + Q)) / 2.0
+    return (tf.constant(items[:, :P], tf.int32), tf.constant(ratings[:, :P], tf.float32),
+            tf.constant(items[:, P:], tf.int32), tf.constant(ratings[:, P:], tf.float32))
+
+
+@functools.lru_cache(maxsize=None)
+def small_batch(task, seed=0):
+    """`small_episode` as a batch dict (cached: the same object each call)."""
+    support, support_labels, queries, query_labels = small_episode(task, seed)
+    if task == "classification":
+        keys = ("support_images", "support_labels", "query_images", "query_labels")
+    else:
+        keys = ("support_items", "support_ratings", "query_items", "query_ratings")
+    return dict(zip(keys, (support, support_labels, queries, query_labels)))

@@ -16,32 +16,15 @@ import tensorflow as tf
 from active_learning import checkpoints
 from active_learning.config import ModelConfig
 from active_learning.model import LOG_LIKELIHOOD_EPS, ActiveMatchingNetwork
+from tests import fakes
 
 B, P, Q, N = 2, 6, 3, 3
 NUM_ITEMS = 40
 TASKS = ("classification", "regression")
 
 
-def make_config(task, **overrides):
-    if task == "classification":
-        return ModelConfig(embed_dim=16, units=16, max_classes=5, **overrides)
-    return ModelConfig(task="regression", num_items=NUM_ITEMS, item_table_dim=8,
-                       embed_dim=16, units=16, max_classes=5, **overrides)
-
-
-def make_episode(task, seed=0):
-    """(support, support_labels, queries, query_labels) as tensors."""
-    rng = np.random.RandomState(seed)
-    if task == "classification":
-        labels = np.stack([rng.permutation(np.arange(P) % N) for _ in range(B)])
-        return (tf.constant(rng.rand(B, P, 28, 28, 1), tf.float32),
-                tf.constant(labels, tf.int32),
-                tf.constant(rng.rand(B, Q, 28, 28, 1), tf.float32),
-                tf.constant(rng.randint(0, N, (B, Q)), tf.int32))
-    items = np.stack([rng.choice(NUM_ITEMS, P + Q, replace=False) for _ in range(B)])
-    ratings = rng.randint(1, 11, (B, P + Q)) / 2.0
-    return (tf.constant(items[:, :P], tf.int32), tf.constant(ratings[:, :P], tf.float32),
-            tf.constant(items[:, P:], tf.int32), tf.constant(ratings[:, P:], tf.float32))
+make_config = fakes.small_config
+make_episode = fakes.small_episode
 
 
 class ModelTest(tf.test.TestCase, parameterized.TestCase):

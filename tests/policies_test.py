@@ -19,6 +19,7 @@ from active_learning import rollout
 from active_learning.config import ModelConfig
 from active_learning.layers.masked import cosine_matrix
 from active_learning.model import ActiveMatchingNetwork
+from tests import fakes
 
 B, P, Q, N = 2, 6, 3, 3
 NUM_ITEMS = 40
@@ -26,29 +27,8 @@ TASKS = ("classification", "regression")
 ITEM_SCORES = np.random.RandomState(7).uniform(0.0, 5.0, NUM_ITEMS).astype(np.float32)
 
 
-def make_config(task):
-    if task == "classification":
-        return ModelConfig(embed_dim=16, units=16, max_classes=5)
-    return ModelConfig(task="regression", num_items=NUM_ITEMS, item_table_dim=8,
-                       embed_dim=16, units=16)
-
-
-@functools.lru_cache(maxsize=None)
-def make_batch(task, seed=0):
-    """An episode batch dict (cached: the same object for the same arguments)."""
-    rng = np.random.RandomState(seed)
-    if task == "classification":
-        labels = np.stack([rng.permutation(np.arange(P) % N) for _ in range(B)])
-        return {"support_images": tf.constant(rng.rand(B, P, 28, 28, 1), tf.float32),
-                "support_labels": tf.constant(labels, tf.int32),
-                "query_images": tf.constant(rng.rand(B, Q, 28, 28, 1), tf.float32),
-                "query_labels": tf.constant(rng.randint(0, N, (B, Q)), tf.int32)}
-    items = np.stack([rng.choice(NUM_ITEMS, P + Q, replace=False) for _ in range(B)])
-    ratings = rng.randint(1, 11, (B, P + Q)) / 2.0
-    return {"support_items": tf.constant(items[:, :P], tf.int32),
-            "support_ratings": tf.constant(ratings[:, :P], tf.float32),
-            "query_items": tf.constant(items[:, P:], tf.int32),
-            "query_ratings": tf.constant(ratings[:, P:], tf.float32)}
+make_config = fakes.small_config
+make_batch = fakes.small_batch
 
 
 def make_policy(name, task):
