@@ -219,7 +219,10 @@ def prediction_entropy(ctx):
         onehot = tf.one_hot(level, levels) * tf.cast(ctx.labeled, tf.float32)[..., None]
         mass = tf.linalg.matmul(attention, onehot)
         # No labelled neighbour yet: maximal uncertainty, uniform over levels.
-        rest = 1.0 - tf.reduce_sum(mass, -1, keepdims=True)
+        # Clipped at 0 as in `blend_with_prior`: attention summing to 1 + 1e-7
+        # by rounding would make the empty levels' probability negative, and
+        # the entropy NaN.
+        rest = tf.maximum(1.0 - tf.reduce_sum(mass, -1, keepdims=True), 0.0)
         probs = mass + rest / levels
     return -tf.reduce_sum(probs * tf.math.log(probs + 1e-12), axis=-1)
 

@@ -39,7 +39,15 @@ class WeightNormDense(keras.layers.Layer):
         return v * (tf.convert_to_tensor(self.gain) / norm)
 
     def call(self, inputs):
-        outputs = tf.tensordot(inputs, self.kernel(), axes=[[-1], [0]])
+        return self.apply_kernel(inputs, self.kernel())
+
+    def apply_kernel(self, inputs, kernel):
+        """`call` with a precomputed `kernel()`.
+
+        For loops that apply the same layer at every step (`scan_lstm`): the
+        kernel is then computed, and differentiated, once rather than per step.
+        """
+        outputs = tf.tensordot(inputs, kernel, axes=[[-1], [0]])
         if self.use_bias:
             outputs = outputs + self.bias
         return self.activation(outputs)
