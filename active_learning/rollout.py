@@ -32,7 +32,7 @@ def episode_from_batch(batch):
 
 
 def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
-           imitation=False, training=False):
+           imitation=False, training=False, encoded=None):
     """Runs `num_steps` label queries of `policy` on a batch of episodes.
 
     Args:
@@ -46,6 +46,9 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
       imitation: also return, per step, the log-probability that the model's
         selection distribution puts on the oracle's acceptable actions.
       training: passed to the encoders.
+      encoded: optional `(support, queries)` context-free encodings x' of the
+        batch's items, when the caller ran the item encoder itself (the
+        compiled training step does, to keep convolutions out of XLA).
 
     If the batch carries `selection_noise` (uniform (0, 1), `[B, T, P]`), the
     policies draw their random choices from it instead of from `seed`, which
@@ -57,14 +60,18 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
       model's selection distribution), `values` (V(s_{t-1})), `fast_rewards`,
       `slow_rewards` (0 where not computed), `query_metric` (accuracy or
       RMSE per episode; NaN where not computed), `distinct_labels`,
-      `imitation_log_probs`; plus `final_predictions` for the held-out items.
+      `imitation_log_probs`; plus `final_predictions` for the held-out items,
+      `final_state` and the pool's `embeddings` x'' `[B, P, D]`.
     """
     episode = episode_from_batch(batch)
     task = model.config.task
     support_labels = tf.cast(episode.support_labels, model.label_dtype)
     query_labels = tf.cast(episode.query_labels, model.label_dtype)
-    embeddings, state = model.begin(episode.support, training=training)
-    query_embeddings = model.encode(episode.queries, training=training)
+    if encoded is None:
+        encoded = (model.encode(episode.support, training=training),
+                   model.encode(episode.queries, training=training))
+    embeddings, state = model.context_encoder(encoded[0])
+    query_embeddings = encoded[1]
     cosine = model.similarities(embeddings)
     shape = tf.shape(support_labels)
     labeled = tf.zeros(shape, tf.bool)
@@ -145,6 +152,7 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
         result["query_metric"] = tf.concat([pad + float("nan"), last_metric[:, None]], 1)
     result["final_predictions"] = final_predictions
     result["final_state"] = state
+    result["embeddings"] = embeddings
     return result
 
 

@@ -14,6 +14,12 @@ clipping. The loss is
   + imitation:   -sum_t log pi(oracle set | s_t)   at states the model visits,
                                                   weight annealed over steps
   - entropy:     sum_t H(pi(. | s_t))
+  + contrast:    -sum_i log sum_{j ~ i} softmax_j(c cos(x''_i, x''_j))
+                                                  optional (classification):
+                                                  the pool's own labels pull
+                                                  same-class items together in
+                                                  the geometry that selection
+                                                  reads (cosine features)
 
 averaged over episodes. Under a `tf.distribute` strategy each replica takes
 its slice of the global batch and losses are scaled by the global batch size,
@@ -28,6 +34,7 @@ import keras
 import tensorflow as tf
 
 from active_learning import rollout
+from active_learning.layers.masked import NEG_INF, cosine_matrix
 from active_learning.policies import make_policy
 
 
@@ -53,14 +60,24 @@ class TrainConfig:
     imitation_final_weight: float = 0.0
     imitation_anneal_steps: int = 2000
     normalize_advantages: bool = True
+    contrast_weight: float = 0.0   # pool contrastive term (classification only)
+    contrast_scale: float = 10.0   # c: cosine -> logit scale of that term
     policy: str = "learned"        # a fixed heuristic trains the rest end to end
     seed: int = 0
+    # Compile everything after the item encoder (context encoder, rollout,
+    # loss and their gradients) with XLA: the rollout is ~20,000 tiny ops per
+    # step that XLA fuses. The encoder stays outside (oneDNN convolutions are
+    # faster than XLA's on CPU). Only under the default strategy.
+    jit_compile: bool = False
 
     def __post_init__(self):
         if self.num_steps < 1:
             raise ValueError(f"num_steps (the label budget) must be >= 1, got {self.num_steps}")
         if not 0.0 <= self.gae_gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
             raise ValueError("gae_gamma and gae_lambda must lie in [0, 1]")
+        if self.contrast_weight < 0 or self.contrast_scale <= 0:
+            raise ValueError("contrast_weight must be >= 0 and contrast_scale > 0, got "
+                             f"{self.contrast_weight} and {self.contrast_scale}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
 
@@ -89,6 +106,26 @@ def generalized_advantage_estimation(rewards, values, gamma, lam, bootstrap=None
     return advantages, advantages + values
 
 
+def pool_contrastive_loss(embeddings, labels, scale):
+    """Supervised neighbourhood loss over each pool, summed over episodes.
+
+    For every pool item i with at least one other item of its class: minus the
+    log of the softmax mass (logits `scale * cos(x_i, x_j)`, j != i) that falls
+    on items of i's class, averaged over such items of the episode. Items
+    alone in their class are left out, and an episode with none adds 0.
+    """
+    pool = tf.shape(labels)[-1]
+    not_self = tf.logical_not(tf.eye(pool, dtype=tf.bool))[None]
+    logits = tf.where(not_self, scale * cosine_matrix(embeddings), NEG_INF)
+    same = tf.logical_and(tf.equal(labels[:, :, None], labels[:, None, :]), not_self)
+    log_p = tf.nn.log_softmax(logits, axis=-1)
+    log_same = tf.reduce_logsumexp(tf.where(same, log_p, NEG_INF), axis=-1)
+    valid = tf.cast(tf.reduce_any(same, axis=-1), tf.float32)
+    per_episode = (-tf.reduce_sum(log_same * valid, -1)
+                   / tf.maximum(tf.reduce_sum(valid, -1), 1.0))
+    return tf.reduce_sum(per_episode)
+
+
 def imitation_weight(config: TrainConfig, step):
     """Linear anneal from `imitation_weight` to `imitation_final_weight`."""
     frac = tf.minimum(tf.cast(step, tf.float32) / max(config.imitation_anneal_steps, 1), 1.0)
@@ -97,13 +134,16 @@ def imitation_weight(config: TrainConfig, step):
 
 
 def compute_loss(model, batch, config: TrainConfig, policy, seed, step, global_batch_size,
-                 num_steps=None):
-    """Loss of one (per-replica) batch and a dict of scalar diagnostics."""
+                 num_steps=None, encoded=None):
+    """Loss of one (per-replica) batch and a dict of scalar diagnostics.
+
+    `encoded`: optional `(support, queries)` item encodings (see `rollout.unroll`).
+    """
     use_imitation = config.policy == "learned" and (
         config.imitation_weight > 0 or config.imitation_final_weight > 0)
     out = rollout.unroll(model, batch, policy, num_steps or config.num_steps, seed,
                          slow_every_step=config.slow_every_step,
-                         imitation=use_imitation, training=True)
+                         imitation=use_imitation, training=True, encoded=encoded)
     rewards = config.fast_weight * out["fast_rewards"] + config.slow_weight * out["slow_rewards"]
     per_episode = lambda x: tf.reduce_sum(x) / global_batch_size  # noqa: E731
 
@@ -134,12 +174,20 @@ def compute_loss(model, batch, config: TrainConfig, policy, seed, step, global_b
                        - config.entropy_weight * entropy)
     loss = (config.prediction_weight * prediction_loss + config.value_weight * value_loss
             + policy_term)
+    contrast_loss = tf.constant(0.0)
+    if config.contrast_weight > 0 and model.config.task == "classification":
+        episode = rollout.episode_from_batch(batch)
+        contrast_loss = pool_contrastive_loss(
+            out["embeddings"], episode.support_labels, config.contrast_scale
+        ) / global_batch_size
+        loss += config.contrast_weight * contrast_loss
     metrics = {
         "loss": loss,
         "prediction_loss": prediction_loss,
         "policy_loss": policy_loss,
         "value_loss": value_loss,
         "imitation_loss": imitation_loss,
+        "contrast_loss": contrast_loss,
         "entropy": entropy,
         "imitation_weight": w_imitation,
         "reward": per_episode(rewards),
@@ -184,6 +232,12 @@ class Trainer(tf.Module):
         # for op, and converting the call tree cost about half of each trace.
         self._train_step = tf.function(self._train_step_fn, reduce_retracing=True,
                                        autograph=False)
+        if config.jit_compile and self.strategy.num_replicas_in_sync > 1:
+            raise ValueError("jit_compile needs a single replica: XLA cannot compile the "
+                             "cross-replica reductions inside the loss; turn it off for "
+                             "mirrored or multi-worker training")
+        self._compiled_head = tf.function(self._head_loss_and_gradients,
+                                          jit_compile=True, autograph=False)
 
     def train_step(self, batch, num_steps=None):
         """One update on a global batch dict; returns scalar metrics.
@@ -200,6 +254,62 @@ class Trainer(tf.Module):
         start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * per_replica
         return {k: v[start:start + per_replica] for k, v in batch.items()}
 
+    def loss_and_gradients(self, batch, seed, step, global_batch_size, num_steps,
+                           jit_compile=None):
+        """(loss, metrics, gradients in `model.trainable_variables` order).
+
+        One replica's part; no update. `jit_compile` overrides the config's
+        choice of the compiled head (tests compare the two).
+        """
+        if self.config.jit_compile if jit_compile is None else jit_compile:
+            return self._encoder_then_compiled_head(batch, seed, step, global_batch_size,
+                                                    num_steps)
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            loss, metrics = compute_loss(self.model, batch, self.config, self.policy, seed,
+                                         step, global_batch_size, num_steps)
+        grads = tape.gradient(loss, variables)
+        return loss, metrics, [tf.zeros_like(v) if g is None else g
+                               for g, v in zip(grads, variables)]
+
+    def _head_variables(self):
+        encoder = {id(v) for v in self.model.encoder.trainable_variables}
+        return [v for v in self.model.trainable_variables if id(v) not in encoder]
+
+    def _head_loss_and_gradients(self, batch, support_x, query_x, seed, step,
+                                 global_batch_size, num_steps):
+        """Loss and gradients w.r.t. the non-encoder variables and the encodings."""
+        variables = self._head_variables()
+        with tf.GradientTape() as tape:
+            tape.watch([support_x, query_x])
+            loss, metrics = compute_loss(
+                self.model, batch, self.config, self.policy, seed, step,
+                global_batch_size, num_steps, encoded=(support_x, query_x))
+        grads = tape.gradient(loss, variables + [support_x, query_x])
+        grads = [tf.zeros_like(v) if g is None else g for g, v in
+                 zip(grads, variables + [support_x, query_x])]
+        return loss, metrics, grads
+
+    def _encoder_then_compiled_head(self, batch, seed, step, global_batch_size, num_steps):
+        """The loss gradient in two parts: the compiled head, then the encoder.
+
+        The head returns d loss / d encodings, which the encoder's own tape
+        carries back to its variables (the chain rule across the XLA boundary).
+        """
+        episode = rollout.episode_from_batch(batch)
+        encoder_variables = self.model.encoder.trainable_variables
+        with tf.GradientTape() as tape:
+            support_x = self.model.encode(episode.support, training=True)
+            query_x = self.model.encode(episode.queries, training=True)
+        loss, metrics, grads = self._compiled_head(
+            batch, support_x, query_x, seed, step, global_batch_size, num_steps)
+        head_grads, d_support, d_query = grads[:-2], grads[-2], grads[-1]
+        encoder_grads = tape.gradient([support_x, query_x], encoder_variables,
+                                      output_gradients=[d_support, d_query])
+        by_ref = {id(v): g for v, g in zip(self._head_variables(), head_grads)}
+        by_ref.update({id(v): g for v, g in zip(encoder_variables, encoder_grads)})
+        return loss, metrics, [by_ref[id(v)] for v in self.model.trainable_variables]
+
     def _train_step_fn(self, batch, num_steps):
         first = next(iter(batch.values()))
         global_batch_size = tf.shape(first)[0]
@@ -213,13 +323,9 @@ class Trainer(tf.Module):
 
         def replica_fn(global_batch):
             local = self._replica_slice(global_batch, global_batch_size)
-            with tf.GradientTape() as tape:
-                loss, metrics = compute_loss(
-                    self.model, local, self.config, self.policy, seed, step,
-                    tf.cast(global_batch_size, tf.float32), num_steps)
             variables = self.model.trainable_variables
-            grads = tape.gradient(loss, variables)
-            grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+            loss, metrics, grads = self.loss_and_gradients(
+                local, seed, step, tf.cast(global_batch_size, tf.float32), num_steps)
             ctx = tf.distribute.get_replica_context()
             grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
             global_loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, loss)

@@ -111,8 +111,10 @@ def test_every_field_is_present(report):
             assert key in r, (name, key)
         assert r["retraces_while_timed"] == 0, name
     eager = training["omniglot_5way_1shot"]
-    for key in ("eager_episodes_per_s", "eager_step_ms", "function_speedup"):
+    for key in ("eager_episodes_per_s", "eager_step_ms", "function_speedup",
+                "no_xla_episodes_per_s", "no_xla_over_floor", "xla_speedup"):
         assert key in eager
+    assert eager["jit_compile"] is True
     serving = written["serving"]
     for name in ("begin", "select", "observe", "select_observe"):
         assert set(serving[name]) == {f"batch{b}_pool{p}" for b in (1, 2) for p in (4, 8)}

@@ -12,8 +12,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from active_learning.policies import make_policy  # noqa: E402
 from active_learning.training import (  # noqa: E402
-    TrainConfig, Trainer, generalized_advantage_estimation, imitation_weight)
+    TrainConfig, Trainer, compute_loss, generalized_advantage_estimation, imitation_weight,
+    pool_contrastive_loss)
 from tests import fakes  # noqa: E402
 
 def _sample(sampler, batch_size):
@@ -68,6 +70,44 @@ class GAETest(tf.test.TestCase):
         self.assertAllClose(imitation_weight(config, 500), 0.2)
 
 
+class PoolContrastiveLossTest(tf.test.TestCase):
+
+    def test_identical_embeddings_give_the_chance_value(self):
+        # Uniform softmax over the P - 1 others: mass (k - 1) / (P - 1) on an
+        # item's own class of k. Pool of 6: classes of 3, 2 and 1 items; the
+        # singleton is left out of the mean.
+        labels = tf.constant([[0, 0, 0, 1, 1, 2]])
+        loss = pool_contrastive_loss(tf.ones([1, 6, 4]), labels, 10.0)
+        expected = (3 * -np.log(2 / 5) + 2 * -np.log(1 / 5)) / 5
+        self.assertAllClose(loss, expected, rtol=1e-5)
+
+    def test_separated_classes_score_lower_and_singletons_add_nothing(self):
+        labels = tf.constant([[0, 0, 1, 1]])
+        clustered = tf.constant([[[1.0, 0], [1, 0.1], [0, 1], [0.1, 1]]])
+        mixed = tf.constant([[[1.0, 0], [0, 1], [1, 0.1], [0.1, 1]]])
+        self.assertLess(float(pool_contrastive_loss(clustered, labels, 10.0)), 0.01)
+        self.assertGreater(float(pool_contrastive_loss(mixed, labels, 10.0)), 5.0)
+        singletons = pool_contrastive_loss(tf.random.normal([2, 4, 3]),
+                                           tf.constant([[0, 1, 2, 3]] * 2), 10.0)
+        self.assertAllEqual(singletons, 0.0)
+
+    def test_gradient_reaches_the_encoder_through_the_training_loss(self):
+        model = fakes.tiny_model()
+        batch = _sample(fakes.tiny_sampler(), 2)
+        for weight, expect_change in ((0.0, False), (1.0, True)):
+            config = TrainConfig(num_steps=2, seed=1, contrast_weight=weight,
+                                 prediction_weight=0.0, policy_weight=0.0, value_weight=0.0,
+                                 imitation_weight=0.0, entropy_weight=0.0)
+            with tf.GradientTape() as tape:
+                loss, metrics = compute_loss(model, batch, config, make_policy("random",
+                                             "classification"), tf.constant([1, 2]),
+                                             tf.constant(0, tf.int64), 2.0)
+            grads = tape.gradient(loss, model.encoder.trainable_variables)
+            moved = any(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
+            self.assertEqual(moved, expect_change)
+            self.assertEqual(float(metrics["contrast_loss"]) > 0, expect_change)
+
+
 class TrainStepTest(tf.test.TestCase):
 
     def test_a_step_changes_every_trainable_variable_and_counts(self):
@@ -112,6 +152,47 @@ class TrainStepTest(tf.test.TestCase):
             metrics = trainer.train_step(_sample(fakes.tiny_sampler(seed=2), 3))
             results.append(float(metrics["loss"]))
         self.assertAllClose(results[0], results[1], rtol=1e-5)
+
+    def test_compiled_head_matches_the_plain_step(self):
+        # XLA reorders float arithmetic, so equal up to rounding: the same
+        # loss, and every gradient (encoder ones included, through the
+        # hand-off across the XLA boundary) equal to 1e-3 of its scale.
+        for task in fakes.TASKS:
+            with self.subTest(task=task):
+                keras.utils.set_random_seed(3)
+                model = fakes.ActiveMatchingNetwork(fakes.small_config(task))
+                trainer = Trainer(model, TrainConfig(num_steps=3, seed=5))
+                batch = dict(fakes.small_batch(task))
+                batch["selection_noise"] = tf.random.stateless_uniform(
+                    [fakes.B, 3, fakes.P], [1, 2], minval=1e-7, maxval=1 - 1e-7)
+
+                @tf.function(autograph=False)
+                def both(batch):
+                    args = (batch, tf.constant([4, 5]), tf.constant(0, tf.int64),
+                            tf.constant(float(fakes.B)), 3)
+                    return (trainer.loss_and_gradients(*args, jit_compile=False),
+                            trainer.loss_and_gradients(*args, jit_compile=True))
+
+                (loss, _, grads), (xla_loss, _, xla_grads) = both(batch)
+                self.assertAllClose(loss, xla_loss, rtol=1e-4)
+                self.assertEqual(len(grads), len(model.trainable_variables))
+                for v, g, x in zip(model.trainable_variables, grads, xla_grads):
+                    g, x = tf.convert_to_tensor(g), tf.convert_to_tensor(x)  # sparse lookups
+                    scale = max(float(tf.reduce_max(tf.abs(g))), 1e-6)
+                    self.assertAllClose(g / scale, x / scale, atol=1e-3, msg=v.path)
+                encoder_grads = grads[:len(model.encoder.trainable_variables)]
+                self.assertTrue(all(float(tf.reduce_max(tf.abs(g))) > 0
+                                    for g in encoder_grads))
+
+    def test_compiled_head_trains_every_variable(self):
+        model = fakes.tiny_model()
+        trainer = Trainer(model, TrainConfig(num_steps=3, seed=1, jit_compile=True))
+        before = [v.numpy().copy() for v in model.trainable_variables]
+        metrics = trainer.train_step(_sample(fakes.tiny_sampler(), 4))
+        self.assertEqual(float(metrics["finite"]), 1.0)
+        unchanged = [v.path for v, b in zip(model.trainable_variables, before)
+                     if np.array_equal(v.numpy(), b)]
+        self.assertEqual(unchanged, [])
 
 
 PARITY_SCRIPT = textwrap.dedent("""

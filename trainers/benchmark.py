@@ -110,6 +110,9 @@ class BenchConfig:
     # oracle's B x P candidate predictions), so only Omniglot 5-way by default.
     eager_scenarios: Tuple[str, ...] = ("omniglot_5way_1shot",)
     eager_steps: int = 2             # timed eager steps, after one untimed
+    jit_compile: bool = True         # the trainers' default (--jit_compile)
+    # Also time the step without XLA (same model, same rounds) for these.
+    no_xla_scenarios: Tuple[str, ...] = ("omniglot_5way_1shot",)
     serving_pools: Tuple[int, ...] = (25, 100, 1000)
     serving_batches: Tuple[int, ...] = (1, 64)
     serving_seconds: float = 1.0     # time budget per (signature, batch, pool)
@@ -215,9 +218,9 @@ def synthetic_user_ratings(num_users, num_items, ratings_per_user, seed=0):
         counts=np.full([num_users], ratings_per_user, np.int32))
 
 
-def train_config(labels, seed=0):
+def train_config(labels, seed=0, jit_compile=True):
     """The trainers' flag defaults (trainers/common.py) for a label budget."""
-    return TrainConfig(num_steps=labels, learning_rate=1e-3, clip_norm=5.0, gae_gamma=1.0,
+    return TrainConfig(jit_compile=jit_compile, num_steps=labels, learning_rate=1e-3, clip_norm=5.0, gae_gamma=1.0,
                        gae_lambda=0.95, entropy_weight=0.01, value_weight=0.5,
                        imitation_weight=1.0, imitation_final_weight=0.1,
                        imitation_anneal_steps=1000, slow_every_step=True, policy="learned",
@@ -279,7 +282,10 @@ def _items(batch):
 def bench_training(scenario, cfg):
     """Throughput of the train step and of its encoder-only floor."""
     model, sampler = build_scenario(scenario, cfg)
-    trainer = Trainer(model, train_config(scenario.labels, cfg.seed))
+    trainer = Trainer(model, train_config(scenario.labels, cfg.seed, cfg.jit_compile))
+    # Timing only: both trainers update the same weights, which is harmless.
+    plain = (Trainer(model, train_config(scenario.labels, cfg.seed, jit_compile=False))
+             if cfg.jit_compile and scenario.name in cfg.no_xla_scenarios else None)
     batches = [sampler.sample(cfg.batch_size) for _ in range(cfg.train_batches)]
     floor_step = make_floor_step(model)
     b = cfg.batch_size
@@ -287,6 +293,10 @@ def bench_training(scenario, cfg):
     start = _now()
     _sync(trainer.train_step(batches[0]))
     first_call_s = _now() - start
+    if plain is not None:
+        _sync(plain.train_step(batches[0]))
+        for i in range(cfg.warmup_steps):
+            _sync(plain.train_step(batches[i % len(batches)]))
     start = _now()
     _sync(floor_step(*_items(batches[0])))
     floor_first_call_s = _now() - start
@@ -296,7 +306,7 @@ def bench_training(scenario, cfg):
     traces = trainer._train_step.experimental_get_tracing_count()
     gc.collect()
 
-    train_rates, floor_rates, ratios = [], [], []
+    train_rates, floor_rates, ratios, plain_rates = [], [], [], []
     step = 0
     with _timing():
         timed = _now()
@@ -312,6 +322,11 @@ def bench_training(scenario, cfg):
             for i in range(cfg.steps_per_round):
                 _sync(trainer.train_step(batches[(step + i) % len(batches)]))
             train_rate = cfg.steps_per_round * b / (_now() - start)
+            if plain is not None:
+                start = _now()
+                for i in range(cfg.steps_per_round):
+                    _sync(plain.train_step(batches[(step + i) % len(batches)]))
+                plain_rates.append(cfg.steps_per_round * b / (_now() - start))
             step += cfg.steps_per_round
             train_rates.append(train_rate)
             floor_rates.append(floor_rate)
@@ -334,7 +349,14 @@ def bench_training(scenario, cfg):
         "retraces_while_timed": int(retraces),
         "rounds": len(ratios),
         "steps_per_round": cfg.steps_per_round,
+        "jit_compile": cfg.jit_compile,
     }
+    if plain_rates:
+        result["no_xla_episodes_per_s"] = float(np.median(plain_rates))
+        result["xla_speedup"] = float(np.median(np.asarray(train_rates)
+                                                / np.asarray(plain_rates)))
+        result["no_xla_over_floor"] = float(np.median(np.asarray(plain_rates)
+                                                      / np.asarray(floor_rates)))
     return result
 
 
@@ -346,7 +368,8 @@ def bench_eager(scenario, cfg):
     intermediate of the unrolled loops) is reported apart.
     """
     model, sampler = build_scenario(scenario, cfg)
-    trainer = Trainer(model, train_config(scenario.labels, cfg.seed))
+    # Eager means nothing compiled: the XLA head would not apply.
+    trainer = Trainer(model, train_config(scenario.labels, cfg.seed, jit_compile=False))
     batches = [sampler.sample(cfg.batch_size) for _ in range(cfg.train_batches)]
     previous = tf.config.functions_run_eagerly()
     tf.config.run_functions_eagerly(True)
@@ -573,6 +596,7 @@ def format_table(results):
         f"{'scenario':<24}{'pool':>5}{'qry':>5}{'T':>4}{'train':>9}{'floor':>9}"
         f"{'train/floor':>12}{'eager':>8}{'fn x':>7}{'step ms':>9}{'1st call s':>11}",
     ]
+    no_xla = []
     for name, r in results["training"].items():
         eager = f"{r['eager_episodes_per_s']:8.2f}" if "eager_episodes_per_s" in r else f"{'-':>8}"
         speedup = f"{r['function_speedup']:7.1f}" if "function_speedup" in r else f"{'-':>7}"
@@ -581,6 +605,12 @@ def format_table(results):
             f"{r['episodes_per_s']:9.1f}{r['floor_episodes_per_s']:9.1f}"
             f"{r['train_over_floor']:12.3f}{eager}{speedup}{r['step_ms']:9.0f}"
             f"{r['first_call_s']:11.1f}")
+        if "no_xla_episodes_per_s" in r:
+            no_xla.append(f"  {name}: without XLA {r['no_xla_episodes_per_s']:.1f} episodes/s "
+                          f"(train/floor {r['no_xla_over_floor']:.3f}); XLA "
+                          f"{r['xla_speedup']:.2f}x")
+    if no_xla:
+        lines += ["Compiled head (--jit_compile) against the plain graph, same rounds:"] + no_xla
     serving = results["serving"]
     batches = sorted({int(k.split("_")[0][5:]) for k in serving["select"]})
     pools = sorted({int(k.split("_")[1][4:]) for k in serving["select"]})
@@ -644,6 +674,9 @@ def define_flags(flag_values=None):
                          flag_values=flag_values)
     flags.DEFINE_integer("seed", 0, "Seed of the synthetic data and weights.",
                          flag_values=flag_values)
+    flags.DEFINE_bool("jit_compile", True, "Train with the XLA-compiled head, as the "
+                      "trainers do by default (then Omniglot 5-way is also timed without).",
+                      flag_values=flag_values)
     flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow intra-op threads (0: its "
                          "default, one per core). 1 is faster for select/observe on a "
                          "busy 2-core machine, slower for the conv encoder.",
@@ -651,7 +684,7 @@ def define_flags(flag_values=None):
 
 
 def config_from_flags(flag_values):
-    overrides = {"seed": flag_values.seed}
+    overrides = {"seed": flag_values.seed, "jit_compile": flag_values.jit_compile}
     if flag_values.batch_size:
         overrides["batch_size"] = flag_values.batch_size
     if flag_values.quick:

@@ -44,6 +44,9 @@ flags.DEFINE_float("value_weight", 0.5, "Value-function loss weight.")
 flags.DEFINE_float("imitation_weight", 1.0, "Initial weight of the oracle imitation term.")
 flags.DEFINE_float("imitation_final_weight", 0.1, "Weight after annealing.")
 flags.DEFINE_integer("imitation_anneal_steps", 1000, "Steps of the linear anneal.")
+flags.DEFINE_float("contrast_weight", 0.0, "Omniglot: weight of the pool contrastive term "
+                   "(same-class pool items pulled together in the cosine geometry that "
+                   "selection reads; the pool's labels are known in training). 0: off.")
 flags.DEFINE_bool("slow_every_step", True, "Slow-predict the held-out items after every "
                   "label (anytime reward) rather than only after the last.")
 flags.DEFINE_string("policy", "learned", "Selection policy during training: learned, or a "
@@ -54,6 +57,9 @@ flags.DEFINE_integer("units", 64, "LSTM and controller width.")
 flags.DEFINE_integer("seed", 0, "Seed of every random choice (episodes, rollouts, init).")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
                   "tf.distribute strategy.")
+flags.DEFINE_bool("jit_compile", True, "Compile the step after the item encoder (context "
+                  "encoder, rollout, loss, gradients) with XLA: about 1.2x faster steps on "
+                  "CPU. Single-replica only: off under --strategy=mirrored/multi_worker.")
 flags.DEFINE_integer("log_interval", 20, "Steps between progress lines and summaries.")
 flags.DEFINE_integer("eval_interval", 200, "Steps between validation evaluations.")
 flags.DEFINE_integer("checkpoint_interval", 100, "Steps between checkpoints.")
@@ -102,7 +108,17 @@ def train_config_from_flags(num_steps):
         imitation_weight=FLAGS.imitation_weight,
         imitation_final_weight=FLAGS.imitation_final_weight,
         imitation_anneal_steps=FLAGS.imitation_anneal_steps,
-        slow_every_step=FLAGS.slow_every_step, policy=FLAGS.policy, seed=FLAGS.seed)
+        contrast_weight=FLAGS.contrast_weight,
+        slow_every_step=FLAGS.slow_every_step, policy=FLAGS.policy, seed=FLAGS.seed,
+        jit_compile=jit_compile_from_flags())
+
+
+def jit_compile_from_flags():
+    if FLAGS.jit_compile and FLAGS.strategy != "default":
+        logging.info("--jit_compile is off under --strategy=%s (XLA cannot compile the "
+                     "cross-replica reductions in the loss)", FLAGS.strategy)
+        return False
+    return FLAGS.jit_compile
 
 
 def check_common_flags():

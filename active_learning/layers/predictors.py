@@ -93,8 +93,9 @@ class SlowPredictor(keras.layers.Layer):
 
     def call(self, queries, control, support, labeled, label_vectors, prior):
         """queries [B,Q,D], control [B,H], support [B,P,D] -> (pred, attention)."""
-        num_queries = tf.shape(queries)[1]
-        control_q = tf.tile(control[:, None, :], [1, num_queries, 1])
+        # Broadcasting, not tf.tile: the gradient then needs no shape value
+        # carried through the rollout loop, which XLA cannot compile.
+        control_q = control[:, None, :] + tf.zeros_like(queries[..., :1])
         state = tf.zeros(tf.concat([tf.shape(queries)[:2], [2 * self.units]], 0),
                          queries.dtype)
         read = tf.zeros_like(queries)
