@@ -27,6 +27,12 @@ class ModelConfig:
       train_item_table: whether the item table keeps learning.
       rating_min, rating_max: the rating scale (regression).
       rating_prior: initial prediction before any rating is seen.
+      item_prior: regression only. Each held-out item gets a prior rating,
+        rating_prior + a learned per-item bias, and the slow predictor's
+        attention gets one more slot, on that prior, with a learned logit:
+        predictions shrink towards what the item usually gets until the
+        user's own ratings outweigh it (not in the paper; see
+        docs/results.md, Figure 4).
     """
 
     task: str = "classification"
@@ -41,6 +47,7 @@ class ModelConfig:
     rating_min: float = 0.5
     rating_max: float = 5.0
     rating_prior: float = 3.5
+    item_prior: bool = False
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -49,6 +56,8 @@ class ModelConfig:
             raise ValueError(f"max_classes must be >= 2, got {self.max_classes}")
         if self.task == "regression" and self.num_items < 1:
             raise ValueError("a regression model needs num_items >= 1 (the item vocabulary size)")
+        if self.item_prior and self.task != "regression":
+            raise ValueError("item_prior is for regression (ratings) models only")
         for name in ("embed_dim", "units", "matching_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

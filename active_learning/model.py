@@ -19,6 +19,7 @@ Predictions are class probabilities `[..., max_classes]` or ratings `[...]`.
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from active_learning import layers as al_layers
@@ -33,7 +34,7 @@ LOG_LIKELIHOOD_EPS = 1e-4
 class ActiveMatchingNetwork(keras.Model):
     """Learns which item to label next, how to encode items, how to predict."""
 
-    def __init__(self, config: ModelConfig, item_embeddings=None, **kwargs):
+    def __init__(self, config: ModelConfig, item_embeddings=None, item_biases=None, **kwargs):
         super().__init__(**kwargs)
         self.config = config
         c = config
@@ -53,7 +54,8 @@ class ActiveMatchingNetwork(keras.Model):
         self.fast_predictor = al_layers.FastPredictor(c.embed_dim, c.units,
                                                     name="fast_predictor")
         self.slow_predictor = al_layers.SlowPredictor(
-            c.units, c.embed_dim, c.units, steps=c.matching_steps, name="slow_predictor")
+            c.units, c.embed_dim, c.units, steps=c.matching_steps,
+            prior_slot=c.item_prior, name="slow_predictor")
         self.value_head = al_layers.ValueHead(c.units, name="value")
         if c.task == "regression":
             # Not trainable: the prior only shows where no item is labelled, and
@@ -65,6 +67,16 @@ class ActiveMatchingNetwork(keras.Model):
                 name="rating_prior", shape=(),
                 initializer=keras.initializers.Constant(c.rating_prior),
                 trainable=False)
+        if c.item_prior:
+            # Learns from the slow prediction whenever the prior slot has weight.
+            self.item_bias = self.add_weight(name="item_bias", shape=(c.num_items,),
+                                             initializer="zeros")
+            if item_biases is not None:
+                item_biases = np.asarray(item_biases, np.float32)
+                if item_biases.shape != (c.num_items,):
+                    raise ValueError(f"item_biases has shape {item_biases.shape}; expected "
+                                     f"({c.num_items},), one per item")
+                self.item_bias.assign(item_biases)
         self.build_variables()
 
     # ------------------------------------------------------------------ setup
@@ -133,6 +145,17 @@ class ActiveMatchingNetwork(keras.Model):
             return tf.fill([c], 1.0 / c)
         return tf.reshape(tf.convert_to_tensor(self.rating_prior), [1])
 
+    def query_prior(self, queries):
+        """The slow predictor's prior for held-out `queries`, `[B, Q, L]` or `[L]`.
+
+        The model-wide `prior()`, or with `config.item_prior` each item's own:
+        rating_prior + its learned bias.
+        """
+        if not self.config.item_prior:
+            return self.prior()
+        bias = tf.gather(tf.convert_to_tensor(self.item_bias), tf.cast(queries, tf.int32))
+        return (tf.convert_to_tensor(self.rating_prior) + bias)[..., None]
+
     def _output(self, vectors):
         if self.config.task == "classification":
             return vectors
@@ -174,7 +197,7 @@ class ActiveMatchingNetwork(keras.Model):
         query_embeddings = self.encode(queries, training=training)
         vectors, attention = self.slow_predictor(
             query_embeddings, self.controller.hidden(state), embeddings, labeled,
-            self.label_vectors(labels, labeled), self.prior())
+            self.label_vectors(labels, labeled), self.query_prior(queries))
         if return_attention:
             return self._output(vectors), attention
         return self._output(vectors)

@@ -87,7 +87,7 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
     def slow_predict(state, labels, labeled):
         vectors, _ = model.slow_predictor(
             query_embeddings, model.controller.hidden(state), embeddings, labeled,
-            model.label_vectors(labels, labeled), model.prior())
+            model.label_vectors(labels, labeled), model.query_prior(episode.queries))
         return model._output(vectors)
 
     def step(t, state, labels, labeled, arrays):

@@ -47,8 +47,14 @@ def make_model_dir(root, task, seed=0):
     if task == "classification":
         config = ModelConfig(embed_dim=16, units=16, max_classes=5)
     else:
-        config = ModelConfig(task="regression", embed_dim=16, units=16, num_items=NUM_ITEMS)
+        # With the per-item prior (the MovieLens trainer's default), so parity
+        # covers its bias table and attention slot.
+        config = ModelConfig(task="regression", embed_dim=16, units=16, num_items=NUM_ITEMS,
+                             item_prior=True)
     model = ActiveMatchingNetwork(config)
+    if task == "regression":
+        # Distinct biases, so a prior read from the wrong item would show.
+        model.item_bias.assign(np.linspace(-1.0, 1.0, NUM_ITEMS, dtype=np.float32))
     model_dir = os.path.join(root, task)
     checkpoints.save_model_config(model_dir, config)
     tf.train.CheckpointManager(tf.train.Checkpoint(model=model),

@@ -4,6 +4,7 @@ Tiny models, called eagerly, on both tasks: classification (images, int
 labels) and regression (item ids, float ratings).
 """
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -209,6 +210,62 @@ class ModelTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, "item_table_dim"):
             ActiveMatchingNetwork(make_config("regression"),
                                   item_embeddings=np.zeros((NUM_ITEMS, 5)))
+
+
+class ItemPriorTest(tf.test.TestCase):
+    """`item_prior`: a per-item prior rating and an attention slot on it."""
+
+    def _model(self, biases=None):
+        keras.utils.set_random_seed(0)
+        config = dataclasses.replace(fakes.small_config("regression"), item_prior=True)
+        return ActiveMatchingNetwork(config, item_biases=biases)
+
+    def test_nothing_labelled_predicts_each_items_prior(self):
+        biases = np.linspace(-1, 1, fakes.NUM_ITEMS).astype(np.float32)
+        model = self._model(biases)
+        support, labels, queries, _ = fakes.small_episode("regression")
+        embeddings, state = model.begin(support)
+        none = tf.zeros(labels.shape, tf.bool)
+        predictions = model.predict(embeddings, state, labels, none, queries)
+        self.assertAllClose(predictions, model.config.rating_prior + biases[queries.numpy()])
+
+    def test_prediction_lies_between_the_prior_and_the_labelled_ratings(self):
+        model = self._model()
+        support, labels, queries, _ = fakes.small_episode("regression")
+        embeddings, state = model.begin(support)
+        labeled = tf.constant([[True, True] + [False] * (fakes.P - 2)] * fakes.B)
+        observed = tf.where(labeled, tf.fill(labels.shape, 5.0), 0.0)
+        predictions, attention = model.predict(embeddings, state, observed, labeled, queries,
+                                               return_attention=True)
+        mass = tf.reduce_sum(attention, -1)
+        # Items' attention and the prior slot share one softmax: the slot gets
+        # 1 - mass > 0, and the prediction is that convex combination.
+        self.assertAllGreater(mass, 0.0)
+        self.assertAllLess(mass, 1.0)
+        self.assertAllClose(predictions, 5.0 * mass + model.config.rating_prior * (1 - mass))
+        self.assertAllEqual(tf.boolean_mask(attention, ~labeled[:, None, :]
+                                            & tf.ones_like(attention, tf.bool)),
+                            tf.zeros([fakes.B * fakes.Q * (fakes.P - 2)]))
+
+    def test_gradients_reach_the_bias_and_the_slot(self):
+        model = self._model()
+        support, labels, queries, targets = fakes.small_episode("regression")
+        labeled = tf.constant([[True] + [False] * (fakes.P - 1)] * fakes.B)
+        with tf.GradientTape() as tape:
+            embeddings, state = model.begin(support)
+            predictions = model.predict(embeddings, state, tf.where(labeled, labels, 0.0),
+                                        labeled, queries)
+            loss = tf.reduce_sum(tf.square(predictions - targets))
+        wanted = [model.item_bias] + model.slow_predictor.prior_logit.trainable_variables
+        for v, g in zip(wanted, tape.gradient(loss, wanted)):
+            self.assertGreater(float(tf.reduce_max(tf.abs(tf.convert_to_tensor(g)))), 0.0,
+                               v.path)
+
+    def test_classification_and_wrong_shapes_are_rejected(self):
+        with self.assertRaisesRegex(ValueError, "regression"):
+            ModelConfig(item_prior=True)
+        with self.assertRaisesRegex(ValueError, "one per item"):
+            self._model(np.zeros(3))
 
 
 class CheckpointTest(tf.test.TestCase, parameterized.TestCase):

@@ -44,7 +44,7 @@ class RolloutTest(tf.test.TestCase, parameterized.TestCase):
     def test_outputs_replay_the_episode(self, task):
         model, batch = self.models[task], make_batch(task)
         out = rollout.unroll(model, batch, learned(), T, tf.constant([1, 2]), imitation=True)
-        self.assertSameElements(out.keys(), KEYS + ("final_predictions", "final_state"))
+        self.assertSameElements(out.keys(), KEYS + ("final_predictions", "final_state", "embeddings"))
         for key in KEYS:
             self.assertEqual(out[key].shape, (B, T), msg=key)
         self.assertEqual(out["actions"].dtype, tf.int32)

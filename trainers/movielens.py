@@ -29,6 +29,9 @@ flags.DEFINE_integer("query_size", 10, "Held-out ratings per episode (paper: 10)
 flags.DEFINE_integer("latent_dim", 64, "Width of the latent-factor movie embeddings.")
 flags.DEFINE_integer("latent_steps", 1000, "Full-batch Adam steps of the latent-factor fit.")
 flags.DEFINE_bool("train_item_table", True, "Keep training the movie embedding table.")
+flags.DEFINE_bool("item_prior", True, "Give the slow predictor each held-out movie's own "
+                  "prior rating (global mean + a learned movie bias, started from the "
+                  "latent-factor fit) and an attention slot on it (not in the paper).")
 
 
 def build_setup():
@@ -77,7 +80,7 @@ def build_setup():
                          num_items=data.num_movies, item_table_dim=factors.dim,
                          train_item_table=FLAGS.train_item_table,
                          rating_min=float(min(values)), rating_max=float(max(values)),
-                         rating_prior=float(factors.global_bias))
+                         rating_prior=float(factors.global_bias), item_prior=FLAGS.item_prior)
     run_config = {"dataset": "movielens", "data_dir": FLAGS.data_dir, "budget": budget,
                   "support_size": FLAGS.support_size, "query_size": FLAGS.query_size,
                   "data": data.summary(), "latent_validation_rmse": factors.validation_rmse}
@@ -86,17 +89,18 @@ def build_setup():
         eval_policies=["greedy", "random", "min_max_cos", "popular_entropy"],
         num_steps=budget, higher_is_better=False, metric_name="rmse",
         item_scores=movielens.popularity_entropy(data), run_config=run_config)
-    return config, factors.movie_embeddings, setup
+    return config, factors, setup
 
 
 def main(argv):
     del argv
     common.quiet_logs()
-    config, embeddings, kwargs = build_setup()
+    config, factors, kwargs = build_setup()
     strategy = common.make_strategy(FLAGS.strategy)
     keras.utils.set_random_seed(FLAGS.seed)  # weight initialisation
     with strategy.scope():
-        model = ActiveMatchingNetwork(config, item_embeddings=embeddings)
+        model = ActiveMatchingNetwork(config, item_embeddings=factors.movie_embeddings,
+                                      item_biases=factors.movie_bias)
     setup = common.TaskSetup(model=model, **kwargs)
     common.run_training(setup, common.train_config_from_flags(setup.num_steps), strategy)
 

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from active_learning.layers.lstm import LayerNormLSTMCell
-from active_learning.layers.masked import cosine_matrix, masked_softmax
+from active_learning.layers.masked import NEG_INF, cosine_matrix, masked_softmax
 from active_learning.layers.weight_norm import WeightNormDense
 
 
@@ -67,10 +67,15 @@ class SlowPredictor(keras.layers.Layer):
     a_k = softmax over labelled items of tau * cos(x^'', x''_j), x~_k = a_k X''.
     The label attention of the last step is the prediction. tau is a learned
     scale (cosines alone are too flat for a sharp softmax).
+
+    With `prior_slot`, every softmax has one more entry, the prior, whose
+    logit is read from the matching state (W_0 m_k + b): the prediction is
+    then sum_j a_j y_j + a_0 * prior, so it can lean on the prior for as
+    long as the labelled items say little about the query.
     """
 
     def __init__(self, units, embed_dim, control_units, steps=3, initial_temperature=10.0,
-                 **kwargs):
+                 prior_slot=False, **kwargs):
         super().__init__(**kwargs)
         if steps < 1:
             raise ValueError(f"matching steps must be >= 1, got {steps}")
@@ -78,6 +83,9 @@ class SlowPredictor(keras.layers.Layer):
         self.embed_dim = int(embed_dim)
         self.control_units = int(control_units)
         self.steps = int(steps)
+        self.prior_slot = bool(prior_slot)
+        if self.prior_slot:
+            self.prior_logit = WeightNormDense(1, name="prior_logit")
         self.initial_temperature = float(initial_temperature)
         self.cell = LayerNormLSTMCell(self.units, name="matching_lstm")
         self.match_map = WeightNormDense(self.embed_dim, name="match_map")
@@ -86,6 +94,8 @@ class SlowPredictor(keras.layers.Layer):
         del input_shape  # the first input is the queries; sizes come from __init__
         self.cell.build((None, 2 * self.embed_dim + self.control_units))
         self.match_map.build((None, self.units))
+        if self.prior_slot:
+            self.prior_logit.build((None, self.units))
         self.log_temperature = self.add_weight(
             name="log_temperature", shape=(),
             initializer=keras.initializers.Constant(np.log(self.initial_temperature)))
@@ -106,6 +116,14 @@ class SlowPredictor(keras.layers.Layer):
         for _ in range(self.steps):  # K is a small constant (3): unrolled
             hidden, state = self.cell(tf.concat([read, queries, control_q], -1), state)
             matched = queries + self.match_map(hidden)
-            attention = masked_softmax(temperature * cosine_matrix(matched, support), mask)
+            logits = temperature * cosine_matrix(matched, support)
+            if self.prior_slot:
+                # Softmax over [items; prior]: the items' weights sum to
+                # 1 - a_0, which blend_with_prior gives to the prior.
+                logits = tf.concat([tf.where(mask, logits, NEG_INF),
+                                    self.prior_logit(hidden)], -1)
+                attention = tf.nn.softmax(logits, -1)[..., :-1]
+            else:
+                attention = masked_softmax(logits, mask)
             read = tf.linalg.matmul(attention, support)
         return blend_with_prior(attention, label_vectors, prior), attention
