@@ -47,7 +47,7 @@ def make_model_dir(root, task, seed=0):
     if task == "classification":
         config = ModelConfig(embed_dim=16, units=16, max_classes=5)
     else:
-        # With the per-item prior (the MovieLens trainer's default), so parity
+        # With the per-item prior (the MovieLens trainer's --item_prior), so parity
         # covers its bias table and attention slot.
         config = ModelConfig(task="regression", embed_dim=16, units=16, num_items=NUM_ITEMS,
                              item_prior=True)
