@@ -157,7 +157,14 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
 
 
 def query_metric(task, predictions, targets):
-    """Accuracy (classes) or RMSE over an episode's held-out items `[B]`."""
+    """Accuracy (classes) or RMSE over an episode's held-out items `[B]`.
+
+    A measurement, never differentiated: the gradient is stopped, because
+    sqrt'(0) is infinite, and an episode predicted exactly (a user who gave
+    every held-out movie the one rating seen) made the compiled step's
+    gradient 0 * inf = NaN, even though no loss term reads the metric.
+    """
+    predictions = tf.stop_gradient(predictions)
     if task == "classification":
         hits = tf.equal(tf.argmax(predictions, -1, output_type=tf.int32),
                         tf.cast(targets, tf.int32))

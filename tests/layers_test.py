@@ -275,6 +275,24 @@ class ModuleTest(tf.test.TestCase, parameterized.TestCase):
                                          np.exp(2) / (np.exp(1) + np.exp(2))])
         self.assertAllEqual(weights[1], [0.0, 0.0, 0.0])
 
+    def test_masked_softmax_gradient_is_finite_under_xla(self):
+        # An all-masked row has no weights and no gradient, compiled or not.
+        logits = tf.constant([[1.0, 5.0, 2.0], [3.0, 1.0, 0.0]])
+        mask = tf.constant([[True, False, True], [False, False, False]])
+        upstream = tf.constant([[0.3, -1.0, 2.0], [1.5, -0.5, 0.7]])
+
+        def gradient(logits):
+            with tf.GradientTape() as tape:
+                tape.watch(logits)
+                loss = tf.reduce_sum(masked.masked_softmax(logits, mask) * upstream)
+            return tape.gradient(loss, logits)
+
+        plain = tf.function(gradient)(logits)
+        compiled = tf.function(gradient, jit_compile=True)(logits)
+        self.assertTrue(np.all(np.isfinite(compiled.numpy())))
+        self.assertAllClose(plain, compiled, atol=1e-6)
+        self.assertAllEqual(compiled[1], [0.0, 0.0, 0.0])
+
     @parameterized.parameters(1, 3)
     def test_fast_predictor(self, label_width):
         keras.utils.set_random_seed(0)

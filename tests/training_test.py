@@ -184,6 +184,30 @@ class TrainStepTest(tf.test.TestCase):
                 self.assertTrue(all(float(tf.reduce_max(tf.abs(g))) > 0
                                     for g in encoder_grads))
 
+    def test_exactly_predicted_episode_keeps_compiled_gradients_finite(self):
+        # Regression: every rating 4.0, so after the first label the held-out
+        # RMSE is exactly 0; its sqrt'(0) = inf made the compiled gradient NaN
+        # (MovieLens training stopped at step 40) though no loss reads the RMSE.
+        keras.utils.set_random_seed(3)
+        model = fakes.ActiveMatchingNetwork(fakes.small_config("regression"))
+        trainer = Trainer(model, TrainConfig(num_steps=2, seed=5, policy="min_max_cos"))
+        batch = dict(fakes.small_batch("regression"))
+        batch["support_ratings"] = tf.fill(tf.shape(batch["support_ratings"]), 4.0)
+        batch["query_ratings"] = tf.fill(tf.shape(batch["query_ratings"]), 4.0)
+        batch["selection_noise"] = tf.random.stateless_uniform(
+            [fakes.B, 2, fakes.P], [1, 2], minval=1e-7, maxval=1 - 1e-7)
+
+        @tf.function(autograph=False)
+        def compiled(batch):
+            return trainer.loss_and_gradients(
+                batch, tf.constant([4, 5]), tf.constant(0, tf.int64),
+                tf.constant(float(fakes.B)), 2, jit_compile=True)
+
+        _, metrics, grads = compiled(batch)
+        self.assertAllClose(metrics["final_query_metric"], 0.0)
+        for v, g in zip(model.trainable_variables, grads):
+            self.assertTrue(np.all(np.isfinite(tf.convert_to_tensor(g).numpy())), v.path)
+
     def test_compiled_head_trains_every_variable(self):
         model = fakes.tiny_model()
         trainer = Trainer(model, TrainConfig(num_steps=3, seed=1, jit_compile=True))

@@ -33,7 +33,11 @@ def masked_softmax(logits, mask, axis=-1):
     shifted = shifted - tf.stop_gradient(tf.reduce_max(shifted, axis, keepdims=True))
     weights = tf.exp(shifted) * mask
     total = tf.reduce_sum(weights, axis, keepdims=True)
-    return weights / tf.maximum(total, 1e-30)
+    # A row with a valid entry has total >= 1 (its max contributes exp(0));
+    # a row without one divides 0 by 1. Not maximum(total, tiny): the
+    # gradient's weights / total^2 underflows to 0 / 0 = NaN once XLA fuses
+    # the division.
+    return weights / tf.where(total > 0, total, tf.ones_like(total))
 
 
 def masked_max_mean_min(values, mask, axis=-1):
