@@ -199,6 +199,11 @@ def compute_loss(model, batch, config: TrainConfig, policy, seed, step, global_b
     return loss, metrics
 
 
+def _zeros_for_missing(grads, targets):
+    """Gradients with zeros where a target does not reach the loss (None)."""
+    return [tf.zeros_like(t) if g is None else g for g, t in zip(grads, targets)]
+
+
 class Trainer(tf.Module):
     """Model + Adam + step + seed stream, and the compiled training step.
 
@@ -263,16 +268,15 @@ class Trainer(tf.Module):
         One replica's part; no update. `jit_compile` overrides the config's
         choice of the compiled head (tests compare the two).
         """
-        if self.config.jit_compile if jit_compile is None else jit_compile:
+        use_xla = self.config.jit_compile if jit_compile is None else jit_compile
+        if use_xla:
             return self._encoder_then_compiled_head(batch, seed, step, global_batch_size,
                                                     num_steps)
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             loss, metrics = compute_loss(self.model, batch, self.config, self.policy, seed,
                                          step, global_batch_size, num_steps)
-        grads = tape.gradient(loss, variables)
-        return loss, metrics, [tf.zeros_like(v) if g is None else g
-                               for g, v in zip(grads, variables)]
+        return loss, metrics, _zeros_for_missing(tape.gradient(loss, variables), variables)
 
     def _update(self, grads, global_loss, replicas):
         """Clips the summed gradients and applies Adam; returns (norm, finite)."""
@@ -298,10 +302,8 @@ class Trainer(tf.Module):
             loss, metrics = compute_loss(
                 self.model, batch, self.config, self.policy, seed, step,
                 global_batch_size, num_steps, encoded=(support_x, query_x))
-        grads = tape.gradient(loss, variables + [support_x, query_x])
-        grads = [tf.zeros_like(v) if g is None else g for g, v in
-                 zip(grads, variables + [support_x, query_x])]
-        return loss, metrics, grads
+        targets = variables + [support_x, query_x]
+        return loss, metrics, _zeros_for_missing(tape.gradient(loss, targets), targets)
 
     def _encoder_then_compiled_head(self, batch, seed, step, global_batch_size, num_steps):
         """The loss gradient in two parts: the compiled head, then the encoder.

@@ -7,6 +7,7 @@ few held-out episodes (a property, not the committed numbers, which take
 1,000 episodes to measure).
 """
 
+import json
 import os
 import pathlib
 
@@ -36,7 +37,6 @@ def test_loads_its_best_checkpoint(model_dir):
 
 
 def _best_step(model_dir):
-    import json  # noqa: PLC0415
     with open(model_dir / "best.json") as f:
         return json.load(f)["step"]
 
