@@ -10,6 +10,10 @@ import json
 
 TASKS = ("classification", "regression")
 
+# The Omniglot trainer's default `labelled_mass_temperatures` (the benchmark
+# times the same model).
+OMNIGLOT_LABELLED_MASS_TEMPERATURES = (0.1, 0.3)
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -33,6 +37,10 @@ class ModelConfig:
         predictions shrink towards what the item usually gets until the
         user's own ratings outweigh it (not in the paper; see
         docs/results.md, Figure 4).
+      labelled_mass_temperatures: one extra selector feature per temperature:
+        the share of an item's softmax attention over the pool that falls on
+        labelled items (not in the paper; see layers/selector.py). Empty:
+        the paper's six cosine features only.
     """
 
     task: str = "classification"
@@ -48,8 +56,15 @@ class ModelConfig:
     rating_max: float = 5.0
     rating_prior: float = 3.5
     item_prior: bool = False
+    labelled_mass_temperatures: tuple = ()
 
     def __post_init__(self):
+        # JSON gives a list; a tuple keeps the frozen config hashable.
+        object.__setattr__(self, "labelled_mass_temperatures",
+                           tuple(float(t) for t in self.labelled_mass_temperatures))
+        if any(not t > 0 for t in self.labelled_mass_temperatures):
+            raise ValueError("labelled_mass_temperatures must be > 0, got "
+                             f"{list(self.labelled_mass_temperatures)}")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.task == "classification" and self.max_classes < 2:

@@ -50,7 +50,9 @@ class ActiveMatchingNetwork(keras.Model):
                                        rating_center=0.5 * (c.rating_min + c.rating_max),
                                        name="reader")
         self.controller = al_layers.Controller(c.units, name="controller")
-        self.selector = al_layers.Selector(c.embed_dim, c.units, name="selector")
+        self.selector = al_layers.Selector(c.embed_dim, c.units,
+                                           mass_temperatures=c.labelled_mass_temperatures,
+                                           name="selector")
         self.fast_predictor = al_layers.FastPredictor(c.embed_dim, c.units,
                                                     name="fast_predictor")
         self.slow_predictor = al_layers.SlowPredictor(

@@ -37,8 +37,11 @@ TASKS = ("classification", "regression")
 
 
 def small_config(task, **overrides):
-    """A small ModelConfig of either task."""
+    """A small ModelConfig of either task (classification with the optional
+    labelled-mass selector feature, as the Omniglot trainer builds it;
+    regression with the paper's features only)."""
     if task == "classification":
+        overrides.setdefault("labelled_mass_temperatures", (0.2,))
         return ModelConfig(embed_dim=16, units=16, max_classes=5, **overrides)
     return ModelConfig(task="regression", num_items=NUM_ITEMS, item_table_dim=8,
                        embed_dim=16, units=16, max_classes=5, **overrides)

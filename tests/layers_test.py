@@ -267,6 +267,53 @@ class ModuleTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllEqual(rest[0, 2, 3:], [0.0, 0.0, 0.0])
         self.assertNotAllClose(rest[0, 2, :3], [0.0, 0.0, 0.0])
 
+    def test_labelled_mass_matches_numpy_and_bounds(self):
+        rng = np.random.RandomState(2)
+        emb = rng.normal(size=(2, 7, 5)).astype(np.float32)
+        cosine = masked.cosine_matrix(tf.constant(emb)).numpy()
+        labeled = np.zeros((2, 7), bool)
+        labeled[0, [1, 4]] = True
+        labeled[1, :6] = True  # every item but the last labelled
+        feats = selector_lib.similarity_features(tf.constant(cosine), tf.constant(labeled),
+                                                 mass_temperatures=(0.1, 0.5)).numpy()
+        self.assertEqual(feats.shape, (2, 7, 8))
+        self.assertAllClose(feats[..., :6], _numpy_similarity_features(cosine, labeled),
+                            atol=1e-6)
+        for k, tau in enumerate((0.1, 0.5)):
+            for b in range(2):
+                for i in range(7):
+                    others = [j for j in range(7) if j != i]
+                    weights = np.exp(cosine[b, i, others] / tau)
+                    expected = weights[labeled[b, others]].sum() / weights.sum()
+                    self.assertAllClose(feats[b, i, 6 + k], expected, atol=1e-5)
+        self.assertAllInRange(feats[..., 6:], 0.0, 1.0)
+        # All others labelled: the whole attention is on labelled items.
+        self.assertAllClose(feats[1, 6, 6:], [1.0, 1.0], atol=1e-6)
+        # Nothing labelled: no mass anywhere.
+        none = selector_lib.labelled_mass(tf.constant(cosine), tf.zeros([2, 7], tf.bool), 0.1)
+        self.assertAllEqual(none, np.zeros((2, 7)))
+
+    def test_labelled_mass_ranks_an_unlabelled_class_below_an_odd_member(self):
+        # Two labelled classes A, B; an odd drawing of A (far from its exemplar
+        # in absolute terms) and a tight unlabelled class C. Min-max-cos picks
+        # the odd drawing; the labelled mass picks class C.
+        cosine = np.array([
+            # a0    a1    a2    b0    c0    c1
+            [1.00, 0.90, 0.05, 0.00, 0.20, 0.20],   # a0 labelled
+            [0.90, 1.00, 0.50, 0.00, 0.10, 0.10],   # a1
+            [0.05, 0.50, 1.00, 0.00, 0.10, 0.10],   # a2, the odd one
+            [0.00, 0.00, 0.00, 1.00, 0.20, 0.20],   # b0 labelled
+            [0.20, 0.10, 0.10, 0.20, 1.00, 0.90],   # c0
+            [0.20, 0.10, 0.10, 0.20, 0.90, 1.00],   # c1
+        ], np.float32)[None]
+        labeled = tf.constant([[True, False, False, True, False, False]])
+        feats = selector_lib.similarity_features(tf.constant(cosine), labeled, (0.1,))
+        unlabelled = [1, 2, 4, 5]
+        max_to_labelled = tf.gather(feats[0, :, 0], unlabelled).numpy()
+        mass = tf.gather(feats[0, :, 6], unlabelled).numpy()
+        self.assertEqual(unlabelled[int(np.argmin(max_to_labelled))], 2)
+        self.assertIn(unlabelled[int(np.argmin(mass))], (4, 5))
+
     def test_masked_softmax(self):
         logits = tf.constant([[1.0, 5.0, 2.0], [3.0, 1.0, 0.0]])
         mask = tf.constant([[True, False, True], [False, False, False]])

@@ -333,6 +333,8 @@ class ModelConfigTest(tf.test.TestCase, parameterized.TestCase):
         ("no_embedding", dict(embed_dim=0), "embed_dim"),
         ("no_units", dict(units=0), "units"),
         ("no_matching_steps", dict(matching_steps=0), "matching_steps"),
+        ("zero_temperature", dict(labelled_mass_temperatures=(0.1, 0.0)),
+         "labelled_mass_temperatures must be > 0"),
     )
     def test_validation(self, values, message):
         with self.assertRaisesRegex(ValueError, message):
@@ -341,6 +343,13 @@ class ModelConfigTest(tf.test.TestCase, parameterized.TestCase):
     def test_json_round_trip_and_unknown_keys(self):
         config = make_config("regression", train_item_table=False)
         self.assertEqual(ModelConfig.from_json(config.to_json()), config)
+        masses = make_config("classification", labelled_mass_temperatures=[0.1, 0.3])
+        self.assertEqual(masses.labelled_mass_temperatures, (0.1, 0.3))
+        self.assertEqual(ModelConfig.from_json(masses.to_json()), masses)
+        # Configs written before the field existed read as the paper's features.
+        old = json.loads(masses.to_json())
+        del old["labelled_mass_temperatures"]
+        self.assertEqual(ModelConfig.from_dict(old).labelled_mass_temperatures, ())
         with self.assertRaisesRegex(ValueError, "unknown model config keys \\['colour'\\]"):
             ModelConfig.from_dict({"task": "classification", "colour": "red"})
 

@@ -45,7 +45,7 @@ import active_learning  # noqa: F401  (quiets TensorFlow's start-up banner)
 import keras
 import tensorflow as tf
 
-from active_learning.config import ModelConfig
+from active_learning.config import OMNIGLOT_LABELLED_MASS_TEMPERATURES, ModelConfig
 from active_learning.data import movielens, omniglot
 from active_learning.model import ActiveMatchingNetwork
 from active_learning.training import TrainConfig, Trainer
@@ -240,7 +240,8 @@ def build_scenario(scenario, cfg):
             queries_per_class=scenario.queries // scenario.ways, seed=cfg.seed)
         model = ActiveMatchingNetwork(ModelConfig(
             task="classification", max_classes=max(cfg.max_classes, scenario.ways),
-            embed_dim=cfg.embed_dim, units=cfg.units))
+            embed_dim=cfg.embed_dim, units=cfg.units,
+            labelled_mass_temperatures=OMNIGLOT_LABELLED_MASS_TEMPERATURES))
     else:
         per_user = max(80, scenario.pool + scenario.queries)
         num_items = max(cfg.num_items, per_user)
@@ -427,7 +428,8 @@ def bench_serving(cfg):
 
     keras.utils.set_random_seed(cfg.seed)
     config = ModelConfig(task="classification", max_classes=cfg.max_classes,
-                         embed_dim=cfg.embed_dim, units=cfg.units)
+                         embed_dim=cfg.embed_dim, units=cfg.units,
+                         labelled_mass_temperatures=OMNIGLOT_LABELLED_MASS_TEMPERATURES)
     model = ActiveMatchingNetwork(config)
     result = {"begin": {}, "select": {}, "observe": {}, "select_observe": {}}
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 import active_learning  # noqa: F401  (quiet TensorFlow start-up)
+from active_learning import config as config_lib
 from active_learning.config import ModelConfig
 from active_learning.data import omniglot
 from active_learning.model import ActiveMatchingNetwork
@@ -33,6 +34,11 @@ flags.DEFINE_list("test_alphabets", None, "Alphabets held out for test (alphabet
 flags.DEFINE_list("validation_alphabets", None, "Alphabets held out for validation.")
 flags.DEFINE_bool("rotate", False, "Rotation augmentation: x4 training classes.")
 flags.DEFINE_string("cache_dir", None, "Where decoded images are cached.")
+flags.DEFINE_list("labelled_mass_temperatures",
+                  [str(t) for t in config_lib.OMNIGLOT_LABELLED_MASS_TEMPERATURES],
+                  "Selector features beyond the paper's: per temperature, the share of an "
+                  "item's softmax attention over the pool that falls on labelled items. "
+                  "Empty ('') for the paper's six cosine features only.")
 
 
 def build_setup():
@@ -59,6 +65,15 @@ def build_setup():
                         f"{pool_per_class} = {eval_ways * pool_per_class} items")
     if FLAGS.shots > pool_per_class:
         problems.append(f"--shots {FLAGS.shots} exceeds --items_per_class {pool_per_class}")
+    try:
+        temperatures = tuple(float(t) for t in FLAGS.labelled_mass_temperatures)
+    except ValueError:
+        temperatures = ()
+        problems.append("--labelled_mass_temperatures must be comma-separated numbers, got "
+                        f"{','.join(FLAGS.labelled_mass_temperatures)}")
+    if any(not t > 0 for t in temperatures):
+        problems.append("--labelled_mass_temperatures must all be > 0, got "
+                        f"{','.join(FLAGS.labelled_mass_temperatures)}")
     if problems:
         raise flags.ValidationError("; ".join(problems))
 
@@ -99,7 +114,8 @@ def build_setup():
             return {"num_steps": budget}
 
     config = ModelConfig(task="classification", max_classes=FLAGS.max_classes,
-                         embed_dim=FLAGS.embed_dim, units=FLAGS.units)
+                         embed_dim=FLAGS.embed_dim, units=FLAGS.units,
+                         labelled_mass_temperatures=temperatures)
     run_config = {"dataset": "omniglot", "data_dir": FLAGS.data_dir, "split": description,
                   "ways": all_ways, "eval_ways": eval_ways, "shots": FLAGS.shots,
                   "items_per_class": pool_per_class, "budget": budget,

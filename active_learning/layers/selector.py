@@ -1,9 +1,20 @@
 """Selection module (paper 3.2.4): a distribution over unlabelled items.
 
-d_i = [x''_i * (W_b s_t); six cosine features], the features being max, mean
-and min cosine similarity of item i to the labelled items and to the other
-unlabelled items (0 for an empty set). The logit is (sigmoid(W_g s_t) * d_i)
-. w_p, and the softmax runs over unlabelled items only.
+d_i = [x''_i * (W_b s_t); six cosine features; labelled-mass features], the
+cosine features being max, mean and min cosine similarity of item i to the
+labelled items and to the other unlabelled items (0 for an empty set). The
+logit is (sigmoid(W_g s_t) * d_i) . w_p, and the softmax runs over unlabelled
+items only.
+
+The optional labelled-mass features (not in the paper) are, for each
+temperature tau, the share of item i's softmax attention over the other pool
+items, softmax_j(cos_ij / tau), that falls on labelled items. Min-max-cos
+looks at absolute similarities, so an odd drawing of a class already labelled
+can look "new"; its attention still goes mostly to its own class, one of
+which is labelled, while the drawings of a class with no label attend to each
+other. On held-out Omniglot alphabets this one number finds all 5 classes in
+5 picks far more often than min-max-cos on the same embeddings (see
+docs/results.md).
 """
 
 import keras
@@ -15,25 +26,41 @@ from active_learning.layers.weight_norm import WeightNormDense
 NUM_SIMILARITY_FEATURES = 6
 
 
-def similarity_features(cosine, labeled):
-    """The six item-item features `[B, P, 6]` from cosine `[B, P, P]`."""
+def labelled_mass(cosine, labeled, temperature):
+    """`[B, P]`: the share of each item's attention over the other pool items,
+    softmax_j(cosine_ij / temperature), that falls on labelled items j."""
+    pool = tf.shape(labeled)[-1]
+    self_pairs = tf.eye(pool, dtype=tf.bool)[None]
+    logits = tf.where(self_pairs, tf.constant(NEG_INF, cosine.dtype),
+                      cosine / tf.cast(temperature, cosine.dtype))
+    attention = tf.nn.softmax(logits, axis=-1)
+    return tf.reduce_sum(attention * tf.cast(labeled, cosine.dtype)[:, None, :], -1)
+
+
+def similarity_features(cosine, labeled, mass_temperatures=()):
+    """The item-item features `[B, P, 6 + len(mass_temperatures)]` from cosine
+    `[B, P, P]`: six max/mean/min cosines, then one labelled mass per
+    temperature."""
     pool = tf.shape(labeled)[-1]
     not_self = tf.logical_not(tf.eye(pool, dtype=tf.bool))
     to_labeled = tf.logical_and(labeled[:, None, :], not_self[None])
     to_unlabeled = tf.logical_and(tf.logical_not(labeled)[:, None, :], not_self[None])
+    masses = tuple(labelled_mass(cosine, labeled, t) for t in mass_temperatures)
     return tf.stack(masked_max_mean_min(cosine, to_labeled)
-                    + masked_max_mean_min(cosine, to_unlabeled), axis=-1)
+                    + masked_max_mean_min(cosine, to_unlabeled) + masses, axis=-1)
 
 
 class Selector(keras.layers.Layer):
     """Returns masked selection logits `[B, P]` (NEG_INF on labelled items)."""
 
-    def __init__(self, embed_dim, control_units, **kwargs):
+    def __init__(self, embed_dim, control_units, mass_temperatures=(), **kwargs):
         super().__init__(**kwargs)
         self.embed_dim = int(embed_dim)
         self.control_units = int(control_units)
+        self.mass_temperatures = tuple(float(t) for t in mass_temperatures)
+        self.num_features = NUM_SIMILARITY_FEATURES + len(self.mass_temperatures)
         self.controller_map = WeightNormDense(self.embed_dim, name="controller_map")
-        self.gate = WeightNormDense(self.embed_dim + NUM_SIMILARITY_FEATURES,
+        self.gate = WeightNormDense(self.embed_dim + self.num_features,
                                     activation="sigmoid", name="gate")
         self.score = WeightNormDense(1, use_bias=False, name="score")
 
@@ -41,13 +68,13 @@ class Selector(keras.layers.Layer):
         del input_shape  # the first input is the pool; sizes come from __init__
         self.controller_map.build((None, self.control_units))
         self.gate.build((None, self.control_units))
-        self.score.build((None, self.embed_dim + NUM_SIMILARITY_FEATURES))
+        self.score.build((None, self.embed_dim + self.num_features))
         self.built = True
 
     def call(self, embeddings, control, cosine, labeled):
         """embeddings [B,P,D], control [B,H], cosine [B,P,P], labeled [B,P]."""
         item_control = embeddings * self.controller_map(control)[:, None, :]
-        features = tf.concat([item_control, similarity_features(cosine, labeled)], -1)
+        features = tf.concat([item_control, similarity_features(cosine, labeled, self.mass_temperatures)], -1)
         gated = self.gate(control)[:, None, :] * features
         logits = tf.squeeze(self.score(gated), -1)
         return tf.where(labeled, tf.constant(NEG_INF, logits.dtype), logits)
