@@ -15,6 +15,9 @@ across replicas; otherwise from the stateless `seed`.
   improves the slow prediction on the held-out items.
 - `min_max_cos`: the item whose largest cosine similarity to the labelled
   items is smallest.
+- `labelled_mass`: the item whose softmax attention over the pool puts the
+  least mass on labelled items (not in the paper; the feature the selector
+  can also read, see `layers/selector.py`).
 - `popular_entropy`: log popularity x rating entropy (Rashid et al., 2002),
   scores fixed per item from training users.
 - `entropy`: sampled in proportion to the entropy of the fast prediction.
@@ -29,6 +32,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from active_learning.layers.masked import NEG_INF, masked_max_mean_min
+from active_learning.layers.selector import labelled_mass
 
 
 @dataclasses.dataclass
@@ -187,6 +191,20 @@ class MinMaxCosPolicy(Policy):
         return _masked_argmax(score, ctx.labeled)
 
 
+class LabelledMassPolicy(Policy):
+    """The unlabelled item whose pool attention falls least on labelled items."""
+
+    name = "labelled_mass"
+
+    def __init__(self, temperature=0.3):
+        self.temperature = float(temperature)
+
+    def choose(self, ctx, seed):
+        mass = labelled_mass(ctx.cosine, ctx.labeled, self.temperature)
+        score = -mass + _tie_noise(uniform_noise(ctx, seed))
+        return _masked_argmax(score, ctx.labeled)
+
+
 class PopularEntropyPolicy(Policy):
     """Highest log(popularity) x rating entropy first (fixed per item)."""
 
@@ -267,7 +285,7 @@ class GPVariancePolicy(Policy):
 
 
 POLICY_NAMES = ("learned", "greedy", "random", "oracle", "min_max_cos",
-                "popular_entropy", "entropy", "gp_variance")
+                "labelled_mass", "popular_entropy", "entropy", "gp_variance")
 
 
 def make_policy(name, task="classification", item_scores=None):
@@ -282,6 +300,8 @@ def make_policy(name, task="classification", item_scores=None):
         return OraclePolicy(task)
     if name == "min_max_cos":
         return MinMaxCosPolicy()
+    if name == "labelled_mass":
+        return LabelledMassPolicy()
     if name == "popular_entropy":
         if task != "regression":
             raise ValueError("popular_entropy scores item ids, so it needs the ratings "

@@ -150,6 +150,24 @@ class HeuristicTest(tf.test.TestCase, parameterized.TestCase):
         ctx = self._bare_context(cosine, [[True, False, False, True, True]])
         self.assertAllEqual(policy.choose(ctx, tf.constant([0, 1])), [2])
 
+    def test_labelled_mass_finds_the_unlabelled_class_min_max_cos_misses(self):
+        # Labelled: a0 and b0. a2 is an odd drawing of class a (far from a0
+        # in absolute terms, close to a1); c0, c1 are a tight class with no
+        # label. Min-max-cos takes the odd drawing, the labelled mass class c.
+        cosine = tf.constant([[
+            [1.00, 0.90, 0.05, 0.00, 0.20, 0.20],
+            [0.90, 1.00, 0.50, 0.00, 0.10, 0.10],
+            [0.05, 0.50, 1.00, 0.00, 0.10, 0.10],
+            [0.00, 0.00, 0.00, 1.00, 0.20, 0.20],
+            [0.20, 0.10, 0.10, 0.20, 1.00, 0.90],
+            [0.20, 0.10, 0.10, 0.20, 0.90, 1.00]]])
+        ctx = self._bare_context(cosine, [[True, False, False, True, False, False]])
+        for seed in range(5):
+            self.assertAllEqual(policies.make_policy("min_max_cos").choose(
+                ctx, tf.constant([seed, 1])), [2])
+            self.assertIn(int(policies.make_policy("labelled_mass").choose(
+                ctx, tf.constant([seed, 1]))[0]), (4, 5))
+
     def test_gp_posterior_variance_matches_numpy(self):
         rng = np.random.RandomState(0)
         emb = rng.normal(size=(2, 5, 8)).astype(np.float32)

@@ -1,6 +1,6 @@
 """Throughput and latency benchmark of training and serving.
 
-    python -m trainers.benchmark [--output=bench.json] [--quick] [--batch_size=16] \
+    python -m trainers.benchmark [--output=bench.json] [--quick] [--batch_size=32] \
         [--intra_op_threads=N] [--seed=0]
 
 Measures, in one process and side by side (see docs/performance.md):
@@ -92,7 +92,7 @@ class BenchConfig:
     """Sizes and repeat counts; `full()` and `quick()` are the command's two."""
 
     scenarios: Tuple[Scenario, ...] = SCENARIOS
-    batch_size: int = 16             # the trainers' default
+    batch_size: int = 32             # the trainers' default
     embed_dim: int = 64              # the trainers' default
     units: int = 64                  # the trainers' default
     max_classes: int = 20
@@ -672,7 +672,8 @@ def define_flags(flag_values=None):
                         flag_values=flag_values)
     flags.DEFINE_bool("quick", False, "Smoke version: one round, fewer repeats.",
                       flag_values=flag_values)
-    flags.DEFINE_integer("batch_size", None, "Episodes per training step (default 16).",
+    flags.DEFINE_integer("batch_size", None,
+                         "Episodes per training step (default 32, the trainers' default).",
                          flag_values=flag_values)
     flags.DEFINE_integer("seed", 0, "Seed of the synthetic data and weights.",
                          flag_values=flag_values)

@@ -30,7 +30,7 @@ flags.DEFINE_string("data_dir", None, "Directory with the dataset files.")
 flags.DEFINE_string("model_dir", None, "Where checkpoints, summaries and metrics go; "
                     "rerunning the same command resumes from here.")
 flags.DEFINE_integer("train_steps", 2000, "Number of training updates.")
-flags.DEFINE_integer("batch_size", 16, "Episodes per update (global, all replicas).")
+flags.DEFINE_integer("batch_size", 32, "Episodes per update (global, all replicas).")
 flags.DEFINE_integer("budget", None, "Labels requested per episode (T). Default: "
                      "ways * shots for Omniglot, 10 for MovieLens.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
