@@ -13,6 +13,7 @@ Checkpoints save the model under the key `model`, so any code can restore the
 weights alone with `tf.train.Checkpoint(model=model)`.
 """
 
+import dataclasses
 import json
 import os
 
@@ -105,12 +106,38 @@ def load_model(model_dir, which="best"):
     config = load_model_config(model_dir)
     path = find_checkpoint(model_dir, which)
     model = ActiveMatchingNetwork(config)
+    _restore_weights(model, path, f"does not match the model described by "
+                     f"{os.path.join(model_dir, MODEL_CONFIG)} or is corrupt")
+    return model, path
+
+
+def _restore_weights(model, path, problem):
+    """Restores `model`'s weights from `path`, raising `ValueError(problem)`."""
     try:
         status = tf.train.Checkpoint(model=model).restore(path)
         status.expect_partial()
         status.assert_existing_objects_matched()
     except (tf.errors.OpError, AssertionError, ValueError) as e:
+        raise ValueError(f"checkpoint {path} {problem}: {e}") from e
+
+
+def initialize_from(model, model_dir, which="best"):
+    """Copies another trained model's weights into `model` (a warm start).
+
+    The two models must have the same `ModelConfig`, so every variable has a
+    counterpart of the same shape. Only weights are copied: the optimizer,
+    step counter and random streams of the new run start fresh. Returns the
+    checkpoint path used.
+    """
+    source = load_model_config(model_dir)
+    if source != model.config:
+        theirs, ours = dataclasses.asdict(source), dataclasses.asdict(model.config)
+        differ = {k: (theirs[k], ours[k]) for k in ours if theirs.get(k) != ours[k]}
         raise ValueError(
-            f"checkpoint {path} does not match the model described by "
-            f"{os.path.join(model_dir, MODEL_CONFIG)} or is corrupt: {e}") from e
-    return model, path
+            f"cannot initialise from {model_dir}: its model config differs in "
+            + ", ".join(f"{k} (it has {a!r}, this run {b!r})" for k, (a, b) in differ.items())
+            + "; pass the same architecture flags as the run it came from")
+    path = find_checkpoint(model_dir, which)
+    _restore_weights(model, path, "could not initialise this model: it is corrupt or "
+                     "of another shape")
+    return path

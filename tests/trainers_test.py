@@ -1,6 +1,7 @@
 """Tests of the training entry points: flagfiles, flag checks, resume, NaN guard."""
 
 import copy
+import dataclasses
 import glob
 import os
 
@@ -149,6 +150,28 @@ class ResumeTest(tf.test.TestCase):
         self._run(crash_dir, resumed)
         for a, b in zip(straight.model.trainable_variables, resumed.model.trainable_variables):
             self.assertAllClose(a.numpy(), b.numpy(), atol=1e-5, msg=a.path)
+
+    def test_init_from_starts_at_the_source_weights(self):
+        source_dir = os.path.join(self.get_temp_dir(), "source")
+        source = _setup()
+        self._run(source_dir, source)
+        best, _ = checkpoints.load_model(source_dir)
+        # A negligible learning rate leaves the copied weights as they were.
+        warm = _setup()
+        warm_dir = os.path.join(self.get_temp_dir(), "warm")
+        with flagsaver.flagsaver(init_from=source_dir, learning_rate=1e-9):
+            self._run(warm_dir, warm)
+        self.assertEqual(len(best.trainable_variables), len(warm.model.trainable_variables))
+        for a, b in zip(best.trainable_variables, warm.model.trainable_variables):
+            self.assertAllClose(a.numpy(), b.numpy(), atol=1e-6, msg=a.path)
+        fresh = _setup()
+        self.assertNotAllClose(fresh.model.trainable_variables[0].numpy(),
+                               warm.model.trainable_variables[0].numpy())
+        # Another architecture is refused by name.
+        other = dataclasses.replace(_setup(), model=fakes.tiny_model(embed_dim=4))
+        with flagsaver.flagsaver(init_from=source_dir):
+            with self.assertRaisesRegex(SystemExit, "init_from.*embed_dim"):
+                self._run(os.path.join(self.get_temp_dir(), "other"), other)
 
     def test_non_finite_loss_stops_with_the_last_good_checkpoint(self):
         class NanSampler:

@@ -60,6 +60,9 @@ flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"]
 flags.DEFINE_bool("jit_compile", True, "Compile the step after the item encoder (context "
                   "encoder, rollout, loss, gradients) with XLA: about 1.2x faster steps on "
                   "CPU. Single-replica only: off under --strategy=mirrored/multi_worker.")
+flags.DEFINE_string("init_from", None, "Start a new run from the best weights of this trained "
+                    "model directory (same architecture; e.g. fine-tune a 5-way model on "
+                    "20-way episodes). Ignored when --model_dir already holds a checkpoint.")
 flags.DEFINE_integer("log_interval", 20, "Steps between progress lines and summaries.")
 flags.DEFINE_integer("eval_interval", 200, "Steps between validation evaluations.")
 flags.DEFINE_integer("checkpoint_interval", 100, "Steps between checkpoints.")
@@ -210,6 +213,12 @@ def run_training(setup: TaskSetup, train_config: TrainConfig, strategy):
                 "delete the bad checkpoint to fall back to an older one.") from e
         logging.info("resumed from %s at step %d", manager.latest_checkpoint,
                      int(trainer.step.numpy()))
+    elif FLAGS.init_from:
+        try:
+            source = checkpoints.initialize_from(model, FLAGS.init_from)
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"--init_from: {e}") from e
+        logging.info("starting a new run in %s from the weights of %s", model_dir, source)
     else:
         logging.info("starting a new run in %s", model_dir)
 
