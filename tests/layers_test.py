@@ -242,6 +242,34 @@ class ModuleTest(tf.test.TestCase, parameterized.TestCase):
         probs = tf.nn.softmax(logits)
         self.assertAllEqual(tf.boolean_mask(probs, labeled), [0.0, 0.0])
 
+    def test_selector_labelled_mass_enters_the_logit_directly(self):
+        keras.utils.set_random_seed(0)
+        temperatures = (0.1, 0.3)
+        emb = tf.random.normal([B, P, D], seed=1)
+        cosine = masked.cosine_matrix(emb)
+        control = tf.random.normal([B, U], seed=2)
+        labeled = tf.constant([[True, False, False, True, False],
+                               [False, True, False, False, False]])
+        plain = al_layers.Selector(D, U)
+        massed = al_layers.Selector(D, U, mass_temperatures=temperatures)
+        massed(emb, control, cosine, labeled)
+        self.assertAllEqual(massed.mass_logit_weights, [selector_lib.MASS_LOGIT_INIT] * 2)
+        # With the gated score switched off, the logit is the weighted masses.
+        massed.score.gain.assign(tf.zeros_like(massed.score.gain))
+        logits = massed(emb, control, cosine, labeled)
+        masses = sum(selector_lib.labelled_mass(cosine, labeled, t) for t in temperatures)
+        unlabelled = tf.logical_not(labeled)
+        self.assertAllClose(tf.boolean_mask(logits, unlabelled),
+                            tf.boolean_mask(selector_lib.MASS_LOGIT_INIT * masses, unlabelled),
+                            atol=1e-5)
+        with tf.GradientTape() as tape:
+            total = tf.reduce_sum(tf.boolean_mask(
+                massed(emb, control, cosine, labeled), unlabelled))
+        self.assertNotAllClose(tape.gradient(total, massed.mass_logit_weights), [0.0, 0.0])
+        plain(emb, control, cosine, labeled)
+        self.assertFalse(hasattr(plain, "mass_logit_weights"))
+        self.assertLen(massed.trainable_variables, len(plain.trainable_variables) + 1)
+
     def test_similarity_features_match_numpy(self):
         rng = np.random.RandomState(0)
         emb = rng.normal(size=(3, 6, 4)).astype(np.float32)
