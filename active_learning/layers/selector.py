@@ -30,7 +30,7 @@ NUM_SIMILARITY_FEATURES = 6
 
 # Initial weight of each labelled-mass feature's direct logit term: a fresh
 # model already prefers items whose attention avoids the labelled ones.
-MASS_LOGIT_INIT = -5.0
+MASS_LOGIT_INIT = -15.0
 
 
 def labelled_mass(cosine, labeled, temperature):
