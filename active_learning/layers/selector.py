@@ -33,15 +33,23 @@ NUM_SIMILARITY_FEATURES = 6
 MASS_LOGIT_INIT = -15.0
 
 
-def labelled_mass(cosine, labeled, temperature):
-    """`[B, P]`: the share of each item's attention over the other pool items,
-    softmax_j(cosine_ij / temperature), that falls on labelled items j."""
+def labelled_masses(cosine, labeled, temperatures):
+    """`[B, P, K]`: for each of the K temperatures t, the share of each item's
+    attention over the other pool items, softmax_j(cosine_ij / t), that falls
+    on labelled items j. One softmax for all temperatures (fewer ops on the
+    serving path)."""
     pool = tf.shape(labeled)[-1]
-    self_pairs = tf.eye(pool, dtype=tf.bool)[None]
+    inverse = tf.constant([1.0 / t for t in temperatures], cosine.dtype)
+    self_pairs = tf.eye(pool, dtype=tf.bool)[None, :, None, :]
     logits = tf.where(self_pairs, tf.constant(NEG_INF, cosine.dtype),
-                      cosine / tf.cast(temperature, cosine.dtype))
+                      cosine[:, :, None, :] * inverse[:, None])          # [B, P, K, P]
     attention = tf.nn.softmax(logits, axis=-1)
-    return tf.reduce_sum(attention * tf.cast(labeled, cosine.dtype)[:, None, :], -1)
+    return tf.reduce_sum(attention * tf.cast(labeled, cosine.dtype)[:, None, None, :], -1)
+
+
+def labelled_mass(cosine, labeled, temperature):
+    """`[B, P]`: `labelled_masses` at one temperature."""
+    return labelled_masses(cosine, labeled, (temperature,))[..., 0]
 
 
 def similarity_features(cosine, labeled, mass_temperatures=()):
@@ -52,9 +60,11 @@ def similarity_features(cosine, labeled, mass_temperatures=()):
     not_self = tf.logical_not(tf.eye(pool, dtype=tf.bool))
     to_labeled = tf.logical_and(labeled[:, None, :], not_self[None])
     to_unlabeled = tf.logical_and(tf.logical_not(labeled)[:, None, :], not_self[None])
-    masses = tuple(labelled_mass(cosine, labeled, t) for t in mass_temperatures)
-    return tf.stack(masked_max_mean_min(cosine, to_labeled)
-                    + masked_max_mean_min(cosine, to_unlabeled) + masses, axis=-1)
+    cosines = tf.stack(masked_max_mean_min(cosine, to_labeled)
+                       + masked_max_mean_min(cosine, to_unlabeled), axis=-1)
+    if not mass_temperatures:
+        return cosines
+    return tf.concat([cosines, labelled_masses(cosine, labeled, mass_temperatures)], -1)
 
 
 class Selector(keras.layers.Layer):
