@@ -176,7 +176,11 @@ def test_flags_make_the_command_configs():
     values(["benchmark"])
     full = benchmark.config_from_flags(values)
     assert not full.quick and values.output == "bench.json"
-    assert full.batch_size == 16 and full.embed_dim == 64 and full.units == 64
+    # The benchmark times the trainers' own defaults.
+    from trainers import common  # noqa: PLC0415
+    assert full.batch_size == common.FLAGS["batch_size"].default == 32
+    assert full.embed_dim == common.FLAGS["embed_dim"].default == 64
+    assert full.units == common.FLAGS["units"].default == 64
     assert [(s.pool, s.labels) for s in full.scenarios] == [(25, 5), (50, 10), (100, 30),
                                                             (50, 10)]
     assert full.serving_pools == (25, 100, 1000) and full.serving_batches == (1, 64)
