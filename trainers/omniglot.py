@@ -12,8 +12,7 @@ import keras
 import numpy as np
 
 import active_learning  # noqa: F401  (quiet TensorFlow start-up)
-from active_learning import config as config_lib
-from active_learning.config import ModelConfig
+from active_learning.config import OMNIGLOT_LABELLED_MASS_TEMPERATURES, ModelConfig
 from active_learning.data import omniglot
 from active_learning.model import ActiveMatchingNetwork
 from trainers import common
@@ -35,7 +34,7 @@ flags.DEFINE_list("validation_alphabets", None, "Alphabets held out for validati
 flags.DEFINE_bool("rotate", False, "Rotation augmentation: x4 training classes.")
 flags.DEFINE_string("cache_dir", None, "Where decoded images are cached.")
 flags.DEFINE_list("labelled_mass_temperatures",
-                  [str(t) for t in config_lib.OMNIGLOT_LABELLED_MASS_TEMPERATURES],
+                  [str(t) for t in OMNIGLOT_LABELLED_MASS_TEMPERATURES],
                   "Selector features beyond the paper's: per temperature, the share of an "
                   "item's softmax attention over the pool that falls on labelled items. "
                   "Empty ('') for the paper's six cosine features only.")
