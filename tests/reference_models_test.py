@@ -14,6 +14,7 @@ import pathlib
 import numpy as np
 import pytest
 
+from active_learning import checkpoints
 from active_learning import evaluation
 
 MODELS = pathlib.Path(__file__).resolve().parents[1] / "models"
@@ -24,6 +25,23 @@ MODEL_DIRS = sorted(p for p in MODELS.iterdir() if (p / "model_config.json").exi
 def test_there_are_reference_models():
     names = {p.name for p in MODEL_DIRS}
     assert {"omniglot_lake_5way_1shot", "omniglot_full_5way_1shot", "movielens"} <= names, names
+
+
+MOVIELENS_HEURISTICS = ("min_max_cos", "popular_entropy", "entropy")
+
+
+@pytest.mark.parametrize("policy", MOVIELENS_HEURISTICS)
+def test_movielens_heuristic_model_is_the_active_architecture_trained_with_that_policy(policy):
+    # Figure 4 compares each heuristic driving a model trained with it, so the
+    # heuristic models must differ from models/movielens only in the policy.
+    model_dir = MODELS / f"movielens_{policy}"
+    with open(model_dir / "run_config.json") as f:
+        run_config = json.load(f)
+    assert run_config["flags"]["policy"] == policy
+    assert checkpoints.load_model_config(str(model_dir)) == \
+        checkpoints.load_model_config(str(MODELS / "movielens"))
+    assert (model_dir / "vocabulary.npz").read_bytes() == \
+        (MODELS / "movielens" / "vocabulary.npz").read_bytes()
 
 
 @pytest.mark.parametrize("model_dir", MODEL_DIRS, ids=lambda p: p.name)
