@@ -83,6 +83,44 @@ def test_omniglot_model_beats_random_labels(shared_data, name):
     assert greedy["distinct_labels"][-1] > 4.6 > random["distinct_labels"][-1]
 
 
+def test_lake_20way_model_runs_through_its_exported_signatures(shared_data, tmp_path):
+    # The serving contract end to end on real data: export the committed model,
+    # drive 20-way held-out-alphabet episodes through the SavedModel's
+    # begin/select/observe/predict, and get what the in-memory model gets.
+    from active_learning.session import ActiveSession  # pylint: disable=g-import-not-at-top
+    from export import saved_model as export_lib  # pylint: disable=g-import-not-at-top
+    data_dir = shared_data / "omniglot-full"
+    if not data_dir.is_dir():
+        pytest.skip("omniglot-full is not in ../shared/data")
+    model_dir = MODELS / "omniglot_lake_20way"
+    loaded = evaluation.load_evaluation_model(str(model_dir))
+    assert loaded.run_config["split"]["split"] == "lake"
+    export_path = export_lib.export_model_dir(str(model_dir), str(tmp_path))
+    episodes = evaluation.omniglot_episodes(loaded.run_config, str(data_dir))
+    sampler = episodes.make_sampler("test", 20, seed=0)()
+    batch = {k: v.numpy() for k, v in sampler.sample(2).items()}
+    correct = []
+    for b in range(2):
+        pool, truth = batch["support_images"][b], batch["support_labels"][b]
+        runs = []
+        for source in (export_path, loaded.model):
+            session = ActiveSession(source, pool, seed=0)
+            asked = []
+            for _ in range(30):                       # the model's budget: 30 labels
+                (index,) = session.query()
+                asked.append(int(index))
+                session.teach(index, int(truth[index]))
+            runs.append((asked, session.predict(batch["query_images"][b])))
+        (asked, probabilities), (asked_in_memory, probabilities_in_memory) = runs
+        assert asked == asked_in_memory
+        np.testing.assert_allclose(probabilities, probabilities_in_memory, atol=1e-4)
+        np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-5)
+        assert len(set(truth[asked])) >= 18           # nearly every class asked about
+        correct.append(probabilities.argmax(-1) == batch["query_labels"][b])
+    # 20 classes, so chance is 5%; the committed table has 90% at 30 labels.
+    assert np.mean(correct) > 0.7
+
+
 def test_movielens_model_beats_random_selection(shared_data):
     model_dir = MODELS / "movielens"
     if not model_dir.is_dir():
