@@ -24,7 +24,9 @@ MODEL_DIRS = sorted(p for p in MODELS.iterdir() if (p / "model_config.json").exi
 
 def test_there_are_reference_models():
     names = {p.name for p in MODEL_DIRS}
-    assert {"omniglot_lake_5way_1shot", "omniglot_full_5way_1shot", "movielens"} <= names, names
+    assert {"omniglot_lake_5way_1shot", "omniglot_lake_20way", "omniglot_full_5way_1shot",
+            "omniglot_full_10way_1shot", "omniglot_full_15way", "omniglot_full_20way",
+            "omniglot_full_mixed", "movielens"} <= names, names
 
 
 MOVIELENS_HEURISTICS = ("min_max_cos", "popular_entropy", "entropy")
