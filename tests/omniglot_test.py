@@ -650,6 +650,26 @@ class SummaryTest(tf.test.TestCase):
                          + record["validation_characters"]
                          + record["test_characters"], 12)
         self.assertGreater(record["episodes_per_second"], 0)
+        # Background characters only: no lake split, and vinyals needs 1,623.
+        self.assertEqual(record["other_splits"], {})
+
+    def test_summary_lists_the_other_named_split(self):
+        root = mkdtemp(self)
+        write_zip(os.path.join(root, "images_background.zip"),
+                  "images_background", SMALL1)
+        write_zip(os.path.join(root, "images_evaluation.zip"),
+                  "images_evaluation", EVALUATION)
+        lines, record = omniglot.summarize(
+            root, split="alphabets", cache_dir=mkdtemp(self),
+            validation_characters=1, benchmark_seconds=0.05)
+        lake = record["other_splits"]["lake"]
+        data = omniglot.load_omniglot(root, cache_dir=mkdtemp(self))
+        self.assertEqual(lake["test_characters"],
+                         int(np.sum(~np.asarray(data.background))))
+        self.assertEqual(sum(lake.values()), record["characters"])
+        self.assertIn("split lake (--split=lake): train %d"
+                      % lake["train_characters"], "\n".join(lines))
+        self.assertNotIn("vinyals", record["other_splits"])
 
 
 def test_shared_small_sets(shared_data, tmp_path):

@@ -125,9 +125,11 @@ class ResumeTest(tf.test.TestCase):
         super().setUp()
         _ensure_parsed()
 
-    def _run(self, model_dir, setup):
-        config = common.train_config_from_flags(setup.num_steps)
-        with flagsaver.flagsaver(model_dir=model_dir, **RUN_FLAGS):
+    def _run(self, model_dir, setup, jit_compile=True):
+        # XLA compiles each new model's step anew (tens of seconds here):
+        # tests that are not about the compiled step run without it.
+        with flagsaver.flagsaver(model_dir=model_dir, jit_compile=jit_compile, **RUN_FLAGS):
+            config = common.train_config_from_flags(setup.num_steps)
             return common.run_training(setup, config, tf.distribute.get_strategy())
 
     def test_crash_then_rerun_equals_an_uninterrupted_run(self):
@@ -137,6 +139,8 @@ class ResumeTest(tf.test.TestCase):
         self.assertEqual(record["labels"], [1, 2])
         self.assertTrue(os.path.exists(os.path.join(straight_dir, checkpoints.METRICS)))
         self.assertTrue(tf.train.latest_checkpoint(os.path.join(straight_dir, "best")))
+        best = checkpoints.read_json(os.path.join(straight_dir, "best.json"))
+        self.assertEqual(best["policy"], "greedy")  # a learned policy is judged greedily
 
         crash_dir = os.path.join(self.get_temp_dir(), "crashed")
         # Dies while fetching the 6th batch: checkpoints exist for steps 2 and 4.
@@ -154,13 +158,13 @@ class ResumeTest(tf.test.TestCase):
     def test_init_from_starts_at_the_source_weights(self):
         source_dir = os.path.join(self.get_temp_dir(), "source")
         source = _setup()
-        self._run(source_dir, source)
+        self._run(source_dir, source, jit_compile=False)
         best, _ = checkpoints.load_model(source_dir)
         # A negligible learning rate leaves the copied weights as they were.
         warm = _setup()
         warm_dir = os.path.join(self.get_temp_dir(), "warm")
         with flagsaver.flagsaver(init_from=source_dir, learning_rate=1e-9):
-            self._run(warm_dir, warm)
+            self._run(warm_dir, warm, jit_compile=False)
         self.assertEqual(len(best.trainable_variables), len(warm.model.trainable_variables))
         for a, b in zip(best.trainable_variables, warm.model.trainable_variables):
             self.assertAllClose(a.numpy(), b.numpy(), atol=1e-6, msg=a.path)
@@ -171,7 +175,22 @@ class ResumeTest(tf.test.TestCase):
         other = dataclasses.replace(_setup(), model=fakes.tiny_model(embed_dim=4))
         with flagsaver.flagsaver(init_from=source_dir):
             with self.assertRaisesRegex(SystemExit, "init_from.*embed_dim"):
-                self._run(os.path.join(self.get_temp_dir(), "other"), other)
+                self._run(os.path.join(self.get_temp_dir(), "other"), other, jit_compile=False)
+
+    def test_best_checkpoint_is_judged_by_the_training_policy(self):
+        # A heuristic-trained model's selector never learns: its best weights
+        # are those the heuristic does best with, measured on validation.
+        model_dir = os.path.join(self.get_temp_dir(), "random")
+        setup = _setup()
+        with flagsaver.flagsaver(policy="random"):
+            self._run(model_dir, setup, jit_compile=False)
+        best = checkpoints.read_json(os.path.join(model_dir, "best.json"))
+        self.assertEqual(best["policy"], "random")
+        best_model, _ = checkpoints.load_model(model_dir)
+        again = common.evaluate_setup(
+            dataclasses.replace(setup, eval_policies=["random"]), best_model,
+            RUN_FLAGS["eval_episodes"], RUN_FLAGS["batch_size"], seed=0)["random"]
+        self.assertAllClose(best["value"], again["metric"][-1], atol=1e-6)
 
     def test_non_finite_loss_stops_with_the_last_good_checkpoint(self):
         class NanSampler:
@@ -187,7 +206,7 @@ class ResumeTest(tf.test.TestCase):
         model_dir = os.path.join(self.get_temp_dir(), "nan")
         with self.assertRaisesRegex(SystemExit, "non-finite loss at step 1.*Last good "
                                     "checkpoint: none"):
-            self._run(model_dir, _setup(NanSampler()))
+            self._run(model_dir, _setup(NanSampler()), jit_compile=False)
         self.assertIsNone(tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")))
 
 

@@ -51,7 +51,8 @@ flags.DEFINE_bool("slow_every_step", True, "Slow-predict the held-out items afte
                   "label (anytime reward) rather than only after the last.")
 flags.DEFINE_string("policy", "learned", "Selection policy during training: learned, or a "
                     "fixed heuristic (random, min_max_cos, popular_entropy, entropy, "
-                    "gp_variance) that drives the same architecture.")
+                    "gp_variance) that drives the same architecture; the best checkpoint "
+                    "is then the one that policy does best with.")
 flags.DEFINE_integer("embed_dim", 64, "Item embedding width.")
 flags.DEFINE_integer("units", 64, "LSTM and controller width.")
 flags.DEFINE_integer("seed", 0, "Seed of every random choice (episodes, rollouts, init).")
@@ -267,7 +268,7 @@ def run_training(setup: TaskSetup, train_config: TrainConfig, strategy):
                 last_saved = manager.save(checkpoint_number=step)
             if step % FLAGS.eval_interval == 0 or step == total:
                 best = _evaluate_and_keep_best(setup, model, step, eval_writer, best_manager,
-                                               best, best_path)
+                                               best, best_path, train_config.policy)
             if stop["signal"] is not None:
                 raise _StopRequested()
     except _StopRequested:
@@ -282,8 +283,12 @@ def run_training(setup: TaskSetup, train_config: TrainConfig, strategy):
     return write_final_metrics(setup, model_dir, model)
 
 
-def _evaluate_and_keep_best(setup, model, step, writer, best_manager, best, best_path):
-    policy = "greedy"
+def _evaluate_and_keep_best(setup, model, step, writer, best_manager, best, best_path,
+                            train_policy):
+    # A model trained with a fixed heuristic is judged by that heuristic: its
+    # selector never learns, so the greedy policy would pick the best weights
+    # by an untrained selector's choices.
+    policy = "greedy" if train_policy == "learned" else train_policy
     result = evaluate_setup(
         dataclasses.replace(setup, eval_policies=[policy]), model, FLAGS.eval_episodes,
         FLAGS.batch_size, seed=FLAGS.seed)[policy]
@@ -299,7 +304,7 @@ def _evaluate_and_keep_best(setup, model, step, writer, best_manager, best, best
                  result["distinct_labels"][-1], " (best so far)" if improved else "")
     if improved:
         best_manager.save(checkpoint_number=step)
-        best = {"step": step, "value": value, "metric": setup.metric_name}
+        best = {"step": step, "value": value, "metric": setup.metric_name, "policy": policy}
         checkpoints.write_json_atomic(best_path, best)
     return best
 

@@ -959,10 +959,26 @@ def summarize(data_dir, cache_dir=None, split="auto", test_alphabets=None,
                                     or "none"),
         "    validation alphabets: %s" % (
             ", ".join(classes.validation_alphabets) or "none"),
-        "  sampler: %.0f 5-way episodes/s at batch 32 (%s)" % (
-            rate, "train classes" if pool is classes.train
-            else "all classes"),
     ]
+    # The named splits this data also supports, so one command shows every
+    # size a user can pick with --split (both paper splits on the full release).
+    others = {}
+    for name in ("vinyals", "lake"):
+        if name == classes.name:
+            continue
+        try:
+            other = split_classes(data, split=name,
+                                  validation_characters=validation_characters,
+                                  seed=seed)
+        except ValueError:
+            continue  # e.g. vinyals on a subset of the release
+        others[name] = {k: v for k, v in other.describe().items()
+                        if k.endswith("_characters")}
+        lines.append("  split %s (--split=%s): train %d, validation %d, test %d "
+                     "characters" % (name, name, len(other.train),
+                                     len(other.validation), len(other.test)))
+    lines.append("  sampler: %.0f 5-way episodes/s at batch 32 (%s)" % (
+        rate, "train classes" if pool is classes.train else "all classes"))
     record = {
         "data_dir": os.fspath(data_dir),
         "sources": list(data.sources),
@@ -973,6 +989,7 @@ def summarize(data_dir, cache_dir=None, split="auto", test_alphabets=None,
         "episodes_per_second": round(rate, 1),
     }
     record.update(described)
+    record["other_splits"] = others
     return lines, record
 
 
