@@ -29,7 +29,8 @@ setuptools.setup(
         # tf.summary needs it; TensorFlow 2.21 no longer pulls it in.
         "tensorboard>=2.20,<2.22",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    # pytest-xdist: the suite runs in two processes (.ci/run), about 30% faster on 2 cores.
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

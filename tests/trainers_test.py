@@ -216,3 +216,9 @@ def test_format_curves_lists_every_policy():
                            "random": {"metric": [0.25, 0.5], "distinct_labels": [1, 1.5]}}}
     text = common.format_curves(record)
     assert "greedy" in text and "random" in text and "0.750" in text and "1.50" in text
+
+
+def test_omniglot_rotation_is_on_by_default():
+    # Matching Networks and the paper train on the four rotations of each
+    # training character; a user who names no flag gets that protocol.
+    assert FLAGS["rotate"].default is True

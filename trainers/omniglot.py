@@ -31,7 +31,9 @@ flags.DEFINE_enum("split", "auto", ["auto", "vinyals", "lake", "alphabets"],
                   "Class split (auto: vinyals for the full release, else held-out alphabets).")
 flags.DEFINE_list("test_alphabets", None, "Alphabets held out for test (alphabets split).")
 flags.DEFINE_list("validation_alphabets", None, "Alphabets held out for validation.")
-flags.DEFINE_bool("rotate", False, "Rotation augmentation: x4 training classes.")
+flags.DEFINE_bool("rotate", True, "Rotation augmentation, as in Matching Networks: each "
+                  "training character turned by 0/90/180/270 degrees is a class of its "
+                  "own (x4 classes). --norotate turns it off.")
 flags.DEFINE_string("cache_dir", None, "Where decoded images are cached.")
 flags.DEFINE_list("labelled_mass_temperatures",
                   [str(t) for t in OMNIGLOT_LABELLED_MASS_TEMPERATURES],
