@@ -639,7 +639,7 @@ DEFAULT_GP_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 def collect_rating_episodes(make_sampler, num_episodes, batch_size):
     """The episodes `evaluate_policy` sees from `make_sampler()`, as numpy arrays."""
     sampler = make_sampler()
-    keys = ("support_items", "support_ratings", "query_items", "query_ratings")
+    keys = ("support", "support_labels", "queries", "query_labels")
     parts = {k: [] for k in keys}
     for _ in range(max(1, math.ceil(num_episodes / batch_size))):
         batch = sampler.sample(batch_size)
@@ -694,9 +694,9 @@ def _rating_prefix(episodes, orders, t, factors, prior="global"):
     The prior mean is the latent-factor model's global bias, plus with
     `prior="movie_bias"` each movie's bias (both fitted on training users).
     """
-    chosen = np.take_along_axis(episodes["support_items"], orders[:, :t], axis=1)
-    ratings = np.take_along_axis(episodes["support_ratings"], orders[:, :t], axis=1)
-    queries = episodes["query_items"]
+    chosen = np.take_along_axis(episodes["support"], orders[:, :t], axis=1)
+    ratings = np.take_along_axis(episodes["support_labels"], orders[:, :t], axis=1)
+    queries = episodes["queries"]
     if prior not in BASELINE_PRIORS:
         raise ValueError(f"prior must be one of {BASELINE_PRIORS}, got {prior!r}")
     embed = factors.movie_embeddings
@@ -719,12 +719,12 @@ def evaluate_rating_baseline(make_predictor, grid, validation, validation_orders
         tune = _rating_prefix(validation, validation_orders, t, factors, prior)
         value, table = baselines.tune_regulariser(
             grid, make_predictor, tune["x"], tune["y"], tune["queries"],
-            validation["query_ratings"], tune["prior"], tune["query_prior"])
+            validation["query_labels"], tune["prior"], tune["query_prior"])
         held = _rating_prefix(test, test_orders, t, factors, prior)
         predictions = make_predictor(value).fit_predict(
             held["x"], held["y"], held["queries"], held["prior"], held["query_prior"])
         mean, half = mean_and_ci(baselines.rmse_per_episode(predictions,
-                                                            test["query_ratings"]))
+                                                            test["query_labels"]))
         rmse.append(float(mean))
         ci.append(float(half))
         best.append(value)
@@ -815,15 +815,15 @@ def run_figure4(model, episodes, heuristic_models=None, num_steps=10, num_episod
         tic = time.perf_counter()
         ridge = evaluate_rating_baseline(
             baselines.RidgeRegression, ridge_grid, validation,
-            random_orders(len(validation["support_items"]), support, seed + 1), test,
+            random_orders(len(validation["support"]), support, seed + 1), test,
             random_orders(num_episodes, support, seed), factors, num_steps, baseline_prior)
         ridge_seconds = time.perf_counter() - tic
         tic = time.perf_counter()
         gp = evaluate_rating_baseline(
             baselines.GaussianProcessRegressor, gp_grid, validation,
-            gp_variance_orders(factors.movie_embeddings[validation["support_items"]],
+            gp_variance_orders(factors.movie_embeddings[validation["support"]],
                                num_steps, seed + 1),
-            test, gp_variance_orders(factors.movie_embeddings[test["support_items"]],
+            test, gp_variance_orders(factors.movie_embeddings[test["support"]],
                                      num_steps, seed),
             factors, num_steps, baseline_prior)
         gp_seconds = time.perf_counter() - tic

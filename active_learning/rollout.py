@@ -7,29 +7,11 @@ so the graph and its trace time do not grow with the label budget, and
 nothing loops over episodes or items.
 """
 
-import collections
-
 import tensorflow as tf
 
+from active_learning.data.schema import Episode, episode_from_batch  # pylint: disable=unused-import
 from active_learning.layers.masked import NEG_INF
 from active_learning.policies import OraclePolicy, StepContext
-
-Episode = collections.namedtuple(
-    "Episode", ["support", "support_labels", "queries", "query_labels"])
-
-
-def episode_from_batch(batch):
-    """Reads an Omniglot or MovieLens batch dict into an `Episode`."""
-    if "support_images" in batch:
-        return Episode(batch["support_images"], batch["support_labels"],
-                       batch["query_images"], batch["query_labels"])
-    if "support_items" in batch:
-        return Episode(batch["support_items"], batch["support_ratings"],
-                       batch["query_items"], batch["query_ratings"])
-    raise ValueError("a batch needs support_images/support_labels/query_images/query_labels "
-                     "(classification) or support_items/support_ratings/query_items/"
-                     f"query_ratings (ratings); got keys {sorted(batch)}")
-
 
 def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
            imitation=False, training=False, encoded=None):

@@ -328,8 +328,7 @@ class Trainer(tf.Module):
     def _train_step_fn(self, batch, num_steps):
         first = next(iter(batch.values()))
         global_batch_size = tf.shape(first)[0]
-        pool = tf.shape(batch["support_labels" if "support_labels" in batch
-                              else "support_ratings"])[1]
+        pool = tf.shape(batch["support_labels"])[1]
         batch = dict(batch)
         batch["selection_noise"] = self.rng.uniform(
             [global_batch_size, num_steps, pool], minval=1e-7, maxval=1.0 - 1e-7)

@@ -150,10 +150,10 @@ def test_movielens_episodes_and_floor():
     cfg = tiny_config()
     model, sampler = benchmark.build_scenario(TINY_MOVIELENS, cfg)
     batch = sampler.sample(cfg.batch_size)
-    assert batch["support_items"].shape == (cfg.batch_size, TINY_MOVIELENS.pool)
-    assert batch["query_ratings"].shape == (cfg.batch_size, TINY_MOVIELENS.queries)
+    assert batch["support"].shape == (cfg.batch_size, TINY_MOVIELENS.pool)
+    assert batch["query_labels"].shape == (cfg.batch_size, TINY_MOVIELENS.queries)
     assert model.config.task == "regression" and model.config.num_items >= cfg.num_items
-    loss, grads = benchmark.make_floor_step(model)(batch["support_items"], batch["query_items"])
+    loss, grads = benchmark.make_floor_step(model)(batch["support"], batch["queries"])
     assert math.isfinite(float(loss))
     assert len(grads) == len(model.encoder.trainable_variables)
 

@@ -201,11 +201,11 @@ class CommandLineTest(tf.test.TestCase):
         self.assertLen(episodes.classes.test, 3)
         make = episodes.make_sampler("test", 3, seed=3)
         first, second = make(), make()
-        self.assertAllEqual(first.sample(2)["support_images"],
-                            second.sample(2)["support_images"])
+        self.assertAllEqual(first.sample(2)["support"],
+                            second.sample(2)["support"])
         other = episodes.make_sampler("validation", 3, seed=3)()
-        self.assertNotAllClose(first.sample(2)["support_images"],
-                               other.sample(2)["support_images"])
+        self.assertNotAllClose(first.sample(2)["support"],
+                               other.sample(2)["support"])
 
     def test_figure3_with_two_models(self):
         out = os.path.join(self.root, "fig3")

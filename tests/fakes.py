@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from active_learning.config import ModelConfig
 from active_learning.data import omniglot
+from active_learning.data.schema import EPISODE_KEYS
 from active_learning.model import ActiveMatchingNetwork
 
 
@@ -66,8 +67,4 @@ def small_episode(task, seed=0):
 def small_batch(task, seed=0):
     """`small_episode` as a batch dict (cached: the same object each call)."""
     support, support_labels, queries, query_labels = small_episode(task, seed)
-    if task == "classification":
-        keys = ("support_images", "support_labels", "query_images", "query_labels")
-    else:
-        keys = ("support_items", "support_ratings", "query_items", "query_ratings")
-    return dict(zip(keys, (support, support_labels, queries, query_labels)))
+    return dict(zip(EPISODE_KEYS, (support, support_labels, queries, query_labels)))

@@ -428,10 +428,10 @@ class EpisodeSamplerTest(_TempDirTestCase):
     def test_shapes_dtypes_and_contents(self):
         batch = self.sampler().sample(64)
         expected = {
-            "support_items": (tf.int32, [64, SUPPORT]),
-            "support_ratings": (tf.float32, [64, SUPPORT]),
-            "query_items": (tf.int32, [64, QUERY]),
-            "query_ratings": (tf.float32, [64, QUERY]),
+            "support": (tf.int32, [64, SUPPORT]),
+            "support_labels": (tf.float32, [64, SUPPORT]),
+            "queries": (tf.int32, [64, QUERY]),
+            "query_labels": (tf.float32, [64, QUERY]),
             "user_index": (tf.int32, [64]),
         }
         self.assertEqual(set(batch), set(expected))
@@ -442,13 +442,13 @@ class EpisodeSamplerTest(_TempDirTestCase):
         lookup = source_lookup(self.frame)
         for b in range(64):
             user = self.data.train.user_ids[batch["user_index"][b]]
-            support = batch["support_items"][b]
-            query = batch["query_items"][b]
+            support = batch["support"][b]
+            query = batch["queries"][b]
             self.assertLen(set(support.tolist()), SUPPORT)
             self.assertLen(set(query.tolist()), QUERY)
             self.assertEmpty(set(support.tolist()) & set(query.tolist()))
-            for items, ratings in ((support, batch["support_ratings"][b]),
-                                   (query, batch["query_ratings"][b])):
+            for items, ratings in ((support, batch["support_labels"][b]),
+                                   (query, batch["query_labels"][b])):
                 for item, rating in zip(items, ratings):
                     self.assertEqual(
                         lookup[(user, self.data.movie_ids[item])], rating)
@@ -468,15 +468,15 @@ class EpisodeSamplerTest(_TempDirTestCase):
         sampler = movielens.EpisodeSampler(users, 3, 1, seed=3)
         batch = {k: v.numpy() for k, v in sampler.sample(200).items()}
         picked = np.concatenate(
-            [batch["support_items"], batch["query_items"]], axis=1)
+            [batch["support"], batch["queries"]], axis=1)
         first = batch["user_index"] == 0
         self.assertTrue(first.any() and (~first).any())
         for row in picked[first]:
             self.assertEqual(sorted(row.tolist()), [3, 5, 7, 9])
         self.assertTrue(np.all(picked[~first] >= 10))
         rating_of = dict(zip(items[0, :4].tolist(), ratings[0, :4].tolist()))
-        for row, values in zip(batch["support_items"][first],
-                               batch["support_ratings"][first]):
+        for row, values in zip(batch["support"][first],
+                               batch["support_labels"][first]):
             self.assertEqual([rating_of[i] for i in row], values.tolist())
 
     def test_same_seed_same_episodes_different_seed_differs(self):
@@ -489,7 +489,7 @@ class EpisodeSamplerTest(_TempDirTestCase):
         # Successive batches of one sampler differ too.
         sampler = self.sampler(seed=7)
         first, second = sampler.sample(16), sampler.sample(16)
-        self.assertNotAllEqual(first["support_items"], second["support_items"])
+        self.assertNotAllEqual(first["support"], second["support"])
 
     def test_checkpoint_restore_replays_the_same_batch(self):
         sampler = self.sampler(seed=5)
@@ -514,7 +514,7 @@ class EpisodeSamplerTest(_TempDirTestCase):
         sampler = self.sampler(seed=2)
         for batch in from_dataset:
             expected = sampler.sample(4)
-            self.assertEqual(batch["support_items"].shape.as_list(),
+            self.assertEqual(batch["support"].shape.as_list(),
                              [4, SUPPORT])
             for key in expected:
                 self.assertAllEqual(expected[key], batch[key])
@@ -665,4 +665,4 @@ def test_latest_small_counts(shared_data):
     # among the 4000 most-rated movies that can only be fewer.
     assert 0 < data.kept_users <= 336
     batch = movielens.EpisodeSampler(data.train, seed=0).sample(8)
-    assert batch["support_items"].shape == (8, 50)
+    assert batch["support"].shape == (8, 50)

@@ -415,18 +415,18 @@ class SamplerTest(tf.test.TestCase, parameterized.TestCase):
         sampler = omniglot.EpisodeSampler(images, pool, ways, items, queries,
                                           seed=1)
         batch = {k: v.numpy() for k, v in sampler.sample(8).items()}
-        self.assertEqual(batch["support_images"].shape,
+        self.assertEqual(batch["support"].shape,
                          (8, ways * items, 6, 6, 1))
-        self.assertEqual(batch["query_images"].shape,
+        self.assertEqual(batch["queries"].shape,
                          (8, ways * queries, 6, 6, 1))
         self.assertEqual(batch["support_labels"].shape, (8, ways * items))
         self.assertEqual(batch["query_labels"].shape, (8, ways * queries))
-        self.assertEqual(batch["support_images"].dtype, np.float32)
+        self.assertEqual(batch["support"].dtype, np.float32)
         self.assertEqual(batch["support_labels"].dtype, np.int32)
         self.assertEqual(batch["query_labels"].dtype, np.int32)
         for b in range(8):
-            support = batch["support_images"][b, :, 0, 0, 0].astype(int)
-            query = batch["query_images"][b, :, 0, 0, 0].astype(int)
+            support = batch["support"][b, :, 0, 0, 0].astype(int)
+            query = batch["queries"][b, :, 0, 0, 0].astype(int)
             s_labels = batch["support_labels"][b]
             q_labels = batch["query_labels"][b]
             self.assertAllEqual(np.bincount(s_labels, minlength=ways),
@@ -455,7 +455,7 @@ class SamplerTest(tf.test.TestCase, parameterized.TestCase):
         # label of the smallest character varies across episodes.
         labels = batch["support_labels"].numpy()
         self.assertFalse(all((np.diff(row) >= 0).all() for row in labels))
-        ids = batch["support_images"].numpy()[:, :, 0, 0, 0]
+        ids = batch["support"].numpy()[:, :, 0, 0, 0]
         first_label = [row_labels[np.argmin(row_ids)]
                        for row_ids, row_labels in zip(ids, labels)]
         self.assertGreater(len(set(first_label)), 1)
@@ -464,7 +464,7 @@ class SamplerTest(tf.test.TestCase, parameterized.TestCase):
         sampler = omniglot.EpisodeSampler(identity_images(), np.arange(10), 5,
                                           items_per_class=2)
         batch = sampler.sample(3, ways=7)
-        self.assertEqual(batch["support_images"].shape, (3, 14, 6, 6, 1))
+        self.assertEqual(batch["support"].shape, (3, 14, 6, 6, 1))
         batch = sampler.sample(tf.constant(2), tf.constant(4))
         self.assertEqual(batch["support_labels"].shape, (2, 8))
         self.assertLess(int(tf.reduce_max(batch["support_labels"])), 4)
@@ -479,13 +479,13 @@ class SamplerTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEmpty(op_types & {"PyFunc", "EagerPyFunc",
                                      "PyFuncStateless"})
         batch = concrete(tf.constant(4), tf.constant(6))
-        self.assertEqual(batch["query_images"].shape, (4, 6, 6, 6, 1))
+        self.assertEqual(batch["queries"].shape, (4, 6, 6, 6, 1))
 
     def test_seeds(self):
         def draw(seed):
             sampler = omniglot.EpisodeSampler(identity_images(),
                                               np.arange(10), 5, seed=seed)
-            return sampler.sample(4)["support_images"].numpy()
+            return sampler.sample(4)["support"].numpy()
         self.assertAllEqual(draw(3), draw(3))
         self.assertNotAllEqual(draw(3), draw(4))
 
@@ -506,10 +506,10 @@ class SamplerTest(tf.test.TestCase, parameterized.TestCase):
         sampler = omniglot.EpisodeSampler(identity_images(), np.arange(10), 5)
         batches = list(sampler.dataset(3).take(2))
         self.assertLen(batches, 2)
-        self.assertEqual(batches[0]["support_images"].shape,
+        self.assertEqual(batches[0]["support"].shape,
                          (3, 25, 6, 6, 1))
-        self.assertNotAllEqual(batches[0]["support_images"],
-                               batches[1]["support_images"])
+        self.assertNotAllEqual(batches[0]["support"],
+                               batches[1]["support"])
 
     def test_rotation(self):
         rng = np.random.RandomState(0)
@@ -519,7 +519,7 @@ class SamplerTest(tf.test.TestCase, parameterized.TestCase):
         sampler = omniglot.EpisodeSampler(images, np.arange(3), 10,
                                           items_per_class=2, rotate=True)
         batch = sampler.sample(6)
-        support = batch["support_images"].numpy()[..., 0]
+        support = batch["support"].numpy()[..., 0]
         labels = batch["support_labels"].numpy()
         rotated = {k: np.rot90(images, k, axes=(2, 3)) for k in range(4)}
         turns_seen = set()
@@ -544,7 +544,7 @@ class SamplerTest(tf.test.TestCase, parameterized.TestCase):
             root, cache_dir=mkdtemp(self))
         sampler = omniglot.EpisodeSampler(data, [0, 1], 8, items_per_class=1,
                                           queries_per_class=0, rotate=True)
-        support = sampler.sample(1)["support_images"].numpy()[0, ..., 0]
+        support = sampler.sample(1)["support"].numpy()[0, ..., 0]
         # The known ink block of every character sits in one corner per turn.
         corners = sorted(
             int(np.argmax([img[:4, :4].mean(), img[:4, -4:].mean(),
@@ -672,14 +672,12 @@ class SummaryTest(tf.test.TestCase):
         self.assertNotIn("vinyals", record["other_splits"])
 
 
-def test_shared_small_sets(shared_data, tmp_path):
+def test_shipped_small_sets(shipped_data, tmp_path):
     """The real small1 + small2 zips: 8 alphabets, 242 characters, 4,840.
 
     Decodes 4,840 PNGs once (a few seconds) into a throwaway cache.
     """
-    data_dir = shared_data / "omniglot"
-    if not (data_dir / "images_background_small1.zip").is_file():
-        pytest.skip("no Omniglot small zips in ../shared/data/omniglot")
+    data_dir = shipped_data / "omniglot"
     data = omniglot.load_omniglot(data_dir, cache_dir=tmp_path)
     assert len(data.alphabet_names) == 8
     assert data.num_characters == 242

@@ -256,9 +256,9 @@ class HeuristicTest(tf.test.TestCase, parameterized.TestCase):
         rng = np.random.RandomState(3)
         # 3 episodes of 4 classes x 2 items, in shuffled orders.
         labels = np.stack([rng.permutation(np.arange(8) % 4) for _ in range(3)])
-        batch = {"support_images": tf.constant(rng.rand(3, 8, 28, 28, 1), tf.float32),
+        batch = {"support": tf.constant(rng.rand(3, 8, 28, 28, 1), tf.float32),
                  "support_labels": tf.constant(labels, tf.int32),
-                 "query_images": tf.constant(rng.rand(3, Q, 28, 28, 1), tf.float32),
+                 "queries": tf.constant(rng.rand(3, Q, 28, 28, 1), tf.float32),
                  "query_labels": tf.constant(rng.randint(0, 4, (3, Q)), tf.int32)}
         policy = policies.make_policy("oracle", "classification")
         for seed in range(2):
@@ -274,7 +274,7 @@ class HeuristicTest(tf.test.TestCase, parameterized.TestCase):
         batch = make_batch("regression", seed=4)
         oracle = policies.make_policy("oracle", "regression")
         self.assertTrue(oracle.needs_queries)
-        ratings = batch["support_ratings"]
+        ratings = batch["support_labels"]
         for labeled in (tf.zeros([B, P], tf.bool),
                         tf.constant([[True, False, False, True, False, False],
                                      [False, True, False, False, False, True]])):
@@ -285,7 +285,7 @@ class HeuristicTest(tf.test.TestCase, parameterized.TestCase):
                 state, labels, now = model.observe(ctx.embeddings, ctx.state, ctx.labels,
                                                    labeled, index, ratings[:, i])
                 pred = model.predict(ctx.embeddings, state, labels, now, ctx.queries)
-                error = tf.reduce_mean(tf.square(pred - batch["query_ratings"]), -1).numpy()
+                error = tf.reduce_mean(tf.square(pred - batch["query_labels"]), -1).numpy()
                 errors[:, i] = np.where(labeled.numpy()[:, i], np.inf, error)
             scores = policies.rating_oracle_scores(ctx).numpy()
             lab = labeled.numpy()

@@ -80,10 +80,8 @@ def _held_out_curves(loaded, make_sampler, num_steps, episodes=100):
 
 
 @pytest.mark.parametrize("name", ["omniglot_lake_5way_1shot", "omniglot_full_5way_1shot"])
-def test_omniglot_model_beats_random_labels(shared_data, name):
-    data_dir = shared_data / "omniglot-full"
-    if not data_dir.is_dir():
-        pytest.skip("omniglot-full is not in ../shared/data")
+def test_omniglot_model_beats_random_labels(shipped_data, name):
+    data_dir = shipped_data / "omniglot-full"
     loaded = evaluation.load_evaluation_model(str(MODELS / name))
     episodes = evaluation.omniglot_episodes(loaded.run_config, str(data_dir))
     curves = _held_out_curves(loaded, episodes.make_sampler("test", 5, seed=0), 5)
@@ -93,15 +91,13 @@ def test_omniglot_model_beats_random_labels(shared_data, name):
     assert greedy["distinct_labels"][-1] > 4.6 > random["distinct_labels"][-1]
 
 
-def test_lake_20way_model_runs_through_its_exported_signatures(shared_data, tmp_path):
+def test_lake_20way_model_runs_through_its_exported_signatures(shipped_data, tmp_path):
     # The serving contract end to end on real data: export the committed model,
     # drive 20-way held-out-alphabet episodes through the SavedModel's
     # begin/select/observe/predict, and get what the in-memory model gets.
     from active_learning.session import ActiveSession  # pylint: disable=g-import-not-at-top
     from export import saved_model as export_lib  # pylint: disable=g-import-not-at-top
-    data_dir = shared_data / "omniglot-full"
-    if not data_dir.is_dir():
-        pytest.skip("omniglot-full is not in ../shared/data")
+    data_dir = shipped_data / "omniglot-full"
     model_dir = MODELS / "omniglot_lake_20way"
     loaded = evaluation.load_evaluation_model(str(model_dir))
     assert loaded.run_config["split"]["split"] == "lake"
@@ -111,7 +107,7 @@ def test_lake_20way_model_runs_through_its_exported_signatures(shared_data, tmp_
     batch = {k: v.numpy() for k, v in sampler.sample(2).items()}
     correct = []
     for b in range(2):
-        pool, truth = batch["support_images"][b], batch["support_labels"][b]
+        pool, truth = batch["support"][b], batch["support_labels"][b]
         runs = []
         for source in (export_path, loaded.model):
             session = ActiveSession(source, pool, seed=0)
@@ -120,7 +116,7 @@ def test_lake_20way_model_runs_through_its_exported_signatures(shared_data, tmp_
                 (index,) = session.query()
                 asked.append(int(index))
                 session.teach(index, int(truth[index]))
-            runs.append((asked, session.predict(batch["query_images"][b])))
+            runs.append((asked, session.predict(batch["queries"][b])))
         (asked, probabilities), (asked_in_memory, probabilities_in_memory) = runs
         assert asked == asked_in_memory
         np.testing.assert_allclose(probabilities, probabilities_in_memory, atol=1e-4)

@@ -197,10 +197,10 @@ class MetricTest(tf.test.TestCase):
 
     def test_episode_from_batch(self):
         episode = rollout.episode_from_batch(
-            {"support_items": 1, "support_ratings": 2, "query_items": 3, "query_ratings": 4})
+            {"support": 1, "support_labels": 2, "queries": 3, "query_labels": 4})
         self.assertEqual(tuple(episode), (1, 2, 3, 4))
-        with self.assertRaisesRegex(ValueError, "got keys \\['images'\\]"):
-            rollout.episode_from_batch({"images": 0})
+        with self.assertRaisesRegex(ValueError, "missing \\['support', 'support_labels'"):
+            rollout.episode_from_batch({"images": 0, "queries": 3, "query_labels": 4})
 
 
 if __name__ == "__main__":

@@ -45,7 +45,10 @@ def test_flagfile_names_only_known_flags(path):
     values = _module_flags(common, trainer)
     values(["prog", f"--flagfile={path}"])  # raises on an unknown flag or bad value
     assert values["model_dir"].value
-    assert values["data_dir"].value.startswith("../shared/data/")
+    if "movielens" in os.path.basename(path):
+        assert values["data_dir"].value.startswith("../shared/data/")
+    else:  # The shipped copy (data/README.md): a fresh clone trains offline.
+        assert values["data_dir"].value in ("data/omniglot", "data/omniglot-full")
     assert values["train_steps"].value >= 1000
     if "full" in os.path.basename(path) or "lake" in os.path.basename(path):
         assert values["data_dir"].value.endswith("omniglot-full")
@@ -200,7 +203,7 @@ class ResumeTest(tf.test.TestCase):
 
             def sample(self, batch_size, **kwargs):
                 batch = dict(self.sampler.sample(batch_size, **kwargs))
-                batch["support_images"] = batch["support_images"] * float("nan")
+                batch["support"] = batch["support"] * float("nan")
                 return batch
 
         model_dir = os.path.join(self.get_temp_dir(), "nan")

@@ -125,7 +125,7 @@ class TrainStepTest(tf.test.TestCase):
         model = fakes.tiny_model()
         trainer = Trainer(model, TrainConfig(num_steps=2, seed=1))
         batch = dict(_sample(fakes.tiny_sampler(), 2))
-        batch["support_images"] = batch["support_images"] * float("nan")
+        batch["support"] = batch["support"] * float("nan")
         before = [v.numpy().copy() for v in model.trainable_variables]
         metrics = trainer.train_step(batch)
         self.assertEqual(float(metrics["finite"]), 0.0)
@@ -192,8 +192,8 @@ class TrainStepTest(tf.test.TestCase):
         model = fakes.ActiveMatchingNetwork(fakes.small_config("regression"))
         trainer = Trainer(model, TrainConfig(num_steps=2, seed=5, policy="min_max_cos"))
         batch = dict(fakes.small_batch("regression"))
-        batch["support_ratings"] = tf.fill(tf.shape(batch["support_ratings"]), 4.0)
-        batch["query_ratings"] = tf.fill(tf.shape(batch["query_ratings"]), 4.0)
+        batch["support_labels"] = tf.fill(tf.shape(batch["support_labels"]), 4.0)
+        batch["query_labels"] = tf.fill(tf.shape(batch["query_labels"]), 4.0)
         batch["selection_noise"] = tf.random.stateless_uniform(
             [fakes.B, 2, fakes.P], [1, 2], minval=1e-7, maxval=1 - 1e-7)
 

@@ -274,9 +274,7 @@ def make_floor_step(model):
 
 
 def _items(batch):
-    if "support_images" in batch:
-        return batch["support_images"], batch["query_images"]
-    return batch["support_items"], batch["query_items"]
+    return batch["support"], batch["queries"]
 
 
 # ---------------------------------------------------------------- training

@@ -695,9 +695,10 @@ class EpisodeSampler(tf.Module):
         """A batch of episodes (`self.sample` is this as a `tf.function`).
 
         Returns:
-          dict: `support_items` int32 [B, support_size], `support_ratings`
-          float32 [B, support_size], `query_items` int32 [B, query_size],
-          `query_ratings` float32 [B, query_size], `user_index` int32 [B]
+          the episode dict of `active_learning.data.schema`: `support` int32
+          [B, support_size] (movie indices), `support_labels` float32
+          [B, support_size] (ratings), `queries` int32 [B, query_size],
+          `query_labels` float32 [B, query_size], and `user_index` int32 [B]
           (row of the split's `UserRatings`).
         """
         if isinstance(batch_size, int) and batch_size < 1:
@@ -718,10 +719,10 @@ class EpisodeSampler(tf.Module):
                             batch_dims=1)
         s = self.support_size
         return {
-            "support_items": items[:, :s],
-            "support_ratings": ratings[:, :s],
-            "query_items": items[:, s:],
-            "query_ratings": ratings[:, s:],
+            "support": items[:, :s],
+            "support_labels": ratings[:, :s],
+            "queries": items[:, s:],
+            "query_labels": ratings[:, s:],
             "user_index": user_index,
         }
 

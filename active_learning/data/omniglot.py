@@ -40,6 +40,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from active_learning.data.paths import resolve_data_dir
 from active_learning.data.sampling import make_generator
 from active_learning.data.sampling import sample_without_replacement
 
@@ -132,7 +133,7 @@ def find_sources(data_dir):
     Raises:
       FileNotFoundError: `data_dir` is missing or holds no recognised source.
     """
-    data_dir = os.fspath(data_dir)
+    data_dir = resolve_data_dir(data_dir)
     if not os.path.isdir(data_dir):
         raise FileNotFoundError(
             "Omniglot data directory %r does not exist (or is not a "
@@ -824,8 +825,9 @@ class EpisodeSampler(tf.Module):
             tensor; a Python int retraces once per value).
 
         Returns:
-          dict of `support_images` float32 `[B, N*items, H, W, 1]`,
-          `support_labels` int32 `[B, N*items]`, `query_images` float32
+          the episode dict of `active_learning.data.schema`: `support`
+          float32 `[B, N*items, H, W, 1]`, `support_labels` int32
+          `[B, N*items]`, `queries` float32
           `[B, N*queries, H, W, 1]`, `query_labels` int32 `[B, N*queries]`.
         """
         if ways is None:
@@ -880,9 +882,9 @@ class EpisodeSampler(tf.Module):
                 [batch_size, 0] + list(self.image_shape))
             query_labels = tf.zeros([batch_size, 0], tf.int32)
         return {
-            "support_images": support_images,
+            "support": support_images,
             "support_labels": support_labels,
-            "query_images": query_images,
+            "queries": query_images,
             "query_labels": query_labels,
         }
 
