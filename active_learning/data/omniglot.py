@@ -26,13 +26,9 @@ and ends with one JSON line (counts, split sizes, sampler throughput).
 
 import contextlib
 import dataclasses
-import functools
-import hashlib
-import io
 import json
 import os
 import re
-import tempfile
 import time
 import zipfile
 
@@ -40,9 +36,10 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from active_learning.data import cache
+from active_learning.data import decoding
 from active_learning.data.paths import resolve_data_dir
-from active_learning.data.sampling import make_generator
-from active_learning.data.sampling import sample_without_replacement
+from active_learning.data.episodes import ClassEpisodeSampler
 
 IMAGE_SIZE = 28
 DRAWINGS_PER_CHARACTER = 20
@@ -209,64 +206,21 @@ def _list_source(source):
     return listing
 
 
-@functools.lru_cache(maxsize=None)
-def _area_matrix(size_in, size_out):
-    """Row i averages input pixels [i*s, (i+1)*s), s = size_in / size_out.
-
-    Pixels cut by a cell boundary count with the fraction inside the cell,
-    which is what area (box) resampling means and what
-    `tf.image.resize(method="area")` computes.
-    """
-    scale = size_in / size_out
-    matrix = np.zeros((size_out, size_in), np.float64)
-    for i in range(size_out):
-        lo, hi = i * scale, (i + 1) * scale
-        for j in range(int(np.floor(lo)), min(int(np.ceil(hi)), size_in)):
-            matrix[i, j] = (min(hi, j + 1) - max(lo, j)) / scale
-    return matrix.astype(np.float32)
-
-
 def area_downsample(ink, size=IMAGE_SIZE):
-    """Area-averages `[n, h, w]` images to `[n, size, size]` (float32)."""
-    ink = np.asarray(ink, np.float32)
-    rows = _area_matrix(ink.shape[1], size)
-    cols = _area_matrix(ink.shape[2], size)
-    # Separable: average rows, then columns (batched matmul; measured faster
-    # here than tensordot, which copies its operands).
-    return np.ascontiguousarray(rows @ ink @ cols.T)
-
-
-def _decode_png(data, where):
-    """Ink image (ink = 1) of one PNG, float32 `[h, w]` in [0, 1]."""
-    from PIL import Image  # pylint: disable=g-import-not-at-top
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.mode == "1":
-                # The release's one-bit PNGs: white is True. Reading the
-                # bits directly skips a conversion (a third of decode time).
-                return (~np.asarray(image)).astype(np.float32)
-            pixels = np.asarray(image.convert("L"), np.float32)
-    except Exception as err:  # PIL raises many types for a bad file.
-        raise ValueError("cannot decode PNG %s: %s" % (where, err)) from err
-    # The release draws black ink on white; the models want ink = 1.
-    return 1.0 - pixels / 255.0
+    """Area-averages `[n, h, w]` ink images to `[n, size, size]` (float32)."""
+    return decoding.area_downsample(ink, size)
 
 
 def _decode_character(members, read, where):
     """`[20, 28, 28]` ink images of one character's members."""
     pixels = []
     for member in members:
-        pixels.append(_decode_png(read(member), where(member)))
+        pixels.append(decoding.decode_ink_png(read(member), where(member)))
     shapes = {p.shape for p in pixels}
     if len(shapes) != 1:
         raise ValueError("drawings of different sizes %s in %s" % (
             sorted(shapes), where(members[0])))
-    return _to_unit(area_downsample(np.stack(pixels)))
-
-
-def _to_unit(images):
-    # Float sums of exact fractions can land a hair above 1 (1.0000002).
-    return np.clip(images, 0.0, 1.0, out=images)
+    return decoding.to_unit(area_downsample(np.stack(pixels)))
 
 
 def _decode_sources(sources):
@@ -332,78 +286,40 @@ def _decode_sources(sources):
 
 def default_cache_dir():
     """`$XDG_CACHE_HOME/active_learning/omniglot` (or under `~/.cache`)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "active_learning", "omniglot")
+    return cache.default_cache_dir("omniglot")
 
 
 def _cache_key(sources):
     """Hash of the sources' names, sizes and mtimes (and the format)."""
-    entries = [("format", _CACHE_FORMAT, IMAGE_SIZE)]
-    for source in sources:
-        stat = os.stat(source.path)
-        entries.append((source.name, stat.st_size, stat.st_mtime_ns))
-        if not source.is_zip:
-            # A folder's own mtime misses edits to files in subfolders.
-            for root, dirs, files in os.walk(source.path):
-                dirs.sort()
-                for file_name in sorted(files):
-                    path = os.path.join(root, file_name)
-                    stat = os.stat(path)
-                    entries.append((os.path.relpath(path, source.path),
-                                    stat.st_size, stat.st_mtime_ns))
-    digest = hashlib.sha256(json.dumps(entries).encode("utf-8"))
-    return digest.hexdigest()[:24]
+    return cache.source_key([s.path for s in sources],
+                            extra=("format", _CACHE_FORMAT, IMAGE_SIZE))
 
 
 def _read_cache(path):
     """OmniglotData from a cache file, or None when missing or unusable."""
-    if not os.path.isfile(path):
+    arrays = cache.read_arrays(path, "Omniglot cache")
+    if arrays is None:
         return None
     try:
-        with np.load(path, allow_pickle=False) as arrays:
-            data = OmniglotData(
-                images=arrays["images"].astype(np.float32, copy=False),
-                alphabets=tuple(str(a) for a in arrays["alphabets"]),
-                characters=tuple(str(c) for c in arrays["characters"]),
-                background=arrays["background"].astype(bool),
-                sources=tuple(str(s) for s in arrays["sources"]))
-        if data.images.shape[1:] != (
-                DRAWINGS_PER_CHARACTER, IMAGE_SIZE, IMAGE_SIZE):
+        data = OmniglotData(
+            images=arrays["images"].astype(np.float32, copy=False),
+            alphabets=tuple(str(a) for a in arrays["alphabets"]),
+            characters=tuple(str(c) for c in arrays["characters"]),
+            background=arrays["background"].astype(bool),
+            sources=tuple(str(s) for s in arrays["sources"]))
+        if data.images.shape[1:] != (DRAWINGS_PER_CHARACTER, IMAGE_SIZE, IMAGE_SIZE):
             raise ValueError("images of shape %s" % (data.images.shape,))
         return data
-    except Exception as err:  # Any damage means: rebuild it.
-        logging.warning("ignoring unusable Omniglot cache %s (%s); "
-                        "rebuilding it", path, err)
+    except (KeyError, ValueError) as err:
+        logging.warning("ignoring unusable Omniglot cache %s (%s); rebuilding it", path, err)
         return None
 
 
 def _write_cache(path, data):
-    """Writes `data` to `path` atomically; a failure only logs a warning."""
-    tmp = None
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=".tmp-", suffix=".npz", dir=os.path.dirname(path))
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, images=data.images,
-                     alphabets=np.array(data.alphabets, dtype=str),
-                     characters=np.array(data.characters, dtype=str),
-                     background=data.background,
-                     sources=np.array(data.sources, dtype=str))
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file private; a cache of public data need not be.
-        os.chmod(tmp, 0o644)
-        # A reader sees either no file or a whole one, never half of one.
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as err:
-        logging.warning("could not write Omniglot cache %s: %s", path, err)
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+    cache.write_arrays(path, dict(
+        images=data.images, alphabets=np.array(data.alphabets, dtype=str),
+        characters=np.array(data.characters, dtype=str), background=data.background,
+        sources=np.array(data.sources, dtype=str)), "Omniglot cache")
 
 
 def load_omniglot(data_dir, cache_dir=None):
@@ -493,7 +409,7 @@ def load_omniglot_tfds(tfds_data_dir=None, download=False):
                 "TFDS omniglot character %s/character%02d has %d drawings; "
                 "expected %d" % (key[1], key[2] + 1, len(drawings),
                                  DRAWINGS_PER_CHARACTER))
-        images[i] = _to_unit(area_downsample(np.stack(drawings)))
+        images[i] = decoding.to_unit(area_downsample(np.stack(drawings)))
     return OmniglotData(
         images=images,
         alphabets=tuple(k[1] for k in keys),
@@ -717,34 +633,8 @@ def split_classes(data, split="auto", test_alphabets=None,
 # Episodes.
 
 
-def _rotate_each(images, turns):
-    """Rotates each image `[..., H, H, C]` by 90 * `turns[...]` degrees."""
-    shape = tf.shape(images)
-    flat = tf.reshape(images, tf.concat([[-1], shape[-3:]], axis=0))
-    # All four rotations of the episode's few images, then pick one per
-    # image: rot90 takes one scalar k per call.
-    rotations = tf.stack([tf.image.rot90(flat, k) for k in range(4)], axis=1)
-    picked = tf.gather(rotations, tf.reshape(turns, [-1]), batch_dims=1)
-    return tf.reshape(picked, shape)
-
-
-class EpisodeSampler(tf.Module):
-    """Draws batches of N-way Omniglot episodes in-graph.
-
-    Each episode takes N distinct classes and, per class,
-    `items_per_class + queries_per_class` distinct drawings: the first
-    `items_per_class` go to the support set (the pool the active learner
-    labels), the rest to the held-out queries. Classes get labels 0..N-1 in
-    a random order; support items and queries are shuffled.
-
-    With `rotate=True` the class pool is four times larger: class c is
-    character `c // 4` turned by `90 * (c % 4)` degrees (Santoro et al.,
-    Vinyals et al.), rotated in-graph per drawn image.
-
-    The random state is `self.rng`, a `tf.random.Generator` tracked by
-    `tf.train.Checkpoint(sampler=...)`: the same seed gives the same
-    episodes, and a restored checkpoint continues the same stream.
-    """
+class EpisodeSampler(ClassEpisodeSampler):
+    """N-way Omniglot episodes: `ClassEpisodeSampler` over `[C, D, H, W]` drawings."""
 
     def __init__(self, images, class_indices, ways, items_per_class=5,
                  queries_per_class=1, rotate=False, seed=0, name=None):
@@ -762,142 +652,25 @@ class EpisodeSampler(tf.Module):
           seed: seed of the generator.
           name: module name.
         """
-        super().__init__(name=name)
+        names = None
         if isinstance(images, OmniglotData):
+            names = images.characters
             images = images.images
         images = np.asarray(images, np.float32)
         if images.ndim != 4:
             raise ValueError("images must be [characters, drawings, height, "
                              "width], got shape %s" % (images.shape,))
-        class_indices = np.asarray(class_indices, np.int64).reshape(-1)
-        if class_indices.size == 0:
-            raise ValueError("class_indices is empty")
-        if class_indices.min() < 0 or class_indices.max() >= len(images):
-            raise ValueError("class_indices must lie in [0, %d), got [%d, %d]"
-                             % (len(images), class_indices.min(),
-                                class_indices.max()))
-        if len(np.unique(class_indices)) != class_indices.size:
-            raise ValueError("class_indices has repeated characters")
-        if rotate and images.shape[2] != images.shape[3]:
-            raise ValueError("rotate=True needs square images, got %s"
-                             % (images.shape[2:],))
-        self.num_characters = int(class_indices.size)
-        self.num_classes = self.num_characters * (4 if rotate else 1)
-        self.drawings_per_class = int(images.shape[1])
-        if items_per_class < 1:
-            raise ValueError("items_per_class must be >= 1, got %d"
-                             % items_per_class)
-        if queries_per_class < 0:
-            raise ValueError("queries_per_class must be >= 0, got %d"
-                             % queries_per_class)
-        if items_per_class + queries_per_class > self.drawings_per_class:
+        if items_per_class + queries_per_class > images.shape[1]:
             raise ValueError(
                 "items_per_class + queries_per_class = %d exceeds the %d "
                 "drawings of each character" % (
-                    items_per_class + queries_per_class,
-                    self.drawings_per_class))
-        self._check_ways(ways)
-        self.ways = int(ways)
-        self.items_per_class = int(items_per_class)
-        self.queries_per_class = int(queries_per_class)
-        self.rotate = bool(rotate)
-        self.image_shape = tuple(int(d) for d in images.shape[2:]) + (1,)
-        self._images = tf.constant(images[class_indices][..., None])
-        self.rng = make_generator(seed)
-
-    def _check_ways(self, ways):
-        if ways < 2:
-            raise ValueError("ways must be >= 2, got %d" % ways)
-        if ways > self.num_classes:
-            raise ValueError(
-                "ways = %d exceeds the %d classes available (%d characters%s)"
-                % (ways, self.num_classes, self.num_characters,
-                   " x 4 rotations" if self.num_classes > self.num_characters
-                   else ""))
-
-    @tf.function
-    def sample(self, batch_size, ways=None):
-        """A batch of episodes.
-
-        Args:
-          batch_size: episodes per batch (int or scalar int tensor).
-          ways: classes per episode, default `self.ways` (int or scalar
-            tensor; a Python int retraces once per value).
-
-        Returns:
-          the episode dict of `active_learning.data.schema`: `support`
-          float32 `[B, N*items, H, W, 1]`, `support_labels` int32
-          `[B, N*items]`, `queries` float32
-          `[B, N*queries, H, W, 1]`, `query_labels` int32 `[B, N*queries]`.
-        """
-        if ways is None:
-            ways = self.ways
-        if isinstance(ways, int):
-            self._check_ways(ways)
-        else:
-            ways = tf.cast(ways, tf.int32)
-            tf.debugging.assert_greater_equal(ways, 2, "ways must be >= 2")
-            tf.debugging.assert_less_equal(
-                ways, self.num_classes, "ways exceeds the classes available")
-        items, queries = self.items_per_class, self.queries_per_class
-        per_class = items + queries
-        batch_size = tf.cast(batch_size, tf.int32) if not isinstance(
-            batch_size, int) else batch_size
-
-        # The drawn classes come in a uniformly random order, so labelling
-        # slot j as class j already is a random relabelling per episode.
-        classes = sample_without_replacement(
-            self.rng, [batch_size], self.num_classes, ways)         # [B, N]
-        drawings = sample_without_replacement(
-            self.rng, [batch_size, ways], self.drawings_per_class,
-            per_class)                                              # [B, N, M]
-        characters = classes // 4 if self.rotate else classes
-        characters = tf.broadcast_to(characters[..., None], tf.shape(drawings))
-        images = tf.gather_nd(self._images,
-                              tf.stack([characters, drawings], axis=-1))
-        if self.rotate:
-            turns = tf.broadcast_to((classes % 4)[..., None],
-                                    tf.shape(drawings))
-            images = _rotate_each(images, turns)
-        labels = tf.broadcast_to(
-            tf.range(ways, dtype=tf.int32)[None, :, None], tf.shape(drawings))
-
-        def flatten_and_shuffle(part_images, part_labels, count):
-            size = ways * count
-            part_images = tf.reshape(
-                part_images, [batch_size, size] + list(self.image_shape))
-            part_labels = tf.reshape(part_labels, [batch_size, size])
-            order = sample_without_replacement(
-                self.rng, [batch_size], size, size)
-            return (tf.gather(part_images, order, batch_dims=1),
-                    tf.gather(part_labels, order, batch_dims=1))
-
-        support_images, support_labels = flatten_and_shuffle(
-            images[:, :, :items], labels[:, :, :items], items)
-        if queries:
-            query_images, query_labels = flatten_and_shuffle(
-                images[:, :, items:], labels[:, :, items:], queries)
-        else:
-            query_images = tf.zeros(
-                [batch_size, 0] + list(self.image_shape))
-            query_labels = tf.zeros([batch_size, 0], tf.int32)
-        return {
-            "support": support_images,
-            "support_labels": support_labels,
-            "queries": query_images,
-            "query_labels": query_labels,
-        }
-
-    def dataset(self, batch_size, ways=None):
-        """An infinite `tf.data.Dataset` whose elements are `sample(...)`.
-
-        Elements draw from `self.rng` when the pipeline produces them, so a
-        prefetching pipeline moves the generator ahead of what the consumer
-        has seen; checkpoint the sampler only with an unbuffered pipeline if
-        exact resumption matters.
-        """
-        return tf.data.Dataset.from_tensors(0).repeat().map(
-            lambda _: self.sample(batch_size, ways))
+                    items_per_class + queries_per_class, images.shape[1]))
+        count, drawings = images.shape[:2]
+        super().__init__(
+            images.reshape((count * drawings,) + images.shape[2:] + (1,)),
+            np.arange(count) * drawings, np.full(count, drawings), class_indices,
+            ways, items_per_class=items_per_class, queries_per_class=queries_per_class,
+            rotate=rotate, seed=seed, class_names=names, name=name)
 
 
 def measure_throughput(sampler, batch_size=32, ways=5, seconds=2.0):
