@@ -124,20 +124,40 @@ def _restore_weights(model, path, problem):
 def initialize_from(model, model_dir, which="best"):
     """Copies another trained model's weights into `model` (a warm start).
 
-    The two models must have the same `ModelConfig`, so every variable has a
-    counterpart of the same shape. Only weights are copied: the optimizer,
-    step counter and random streams of the new run start fresh. Returns the
-    checkpoint path used.
+    With the same `ModelConfig` every variable has a counterpart of the same
+    shape and all are copied. Otherwise (a shipped model fine-tuned on a
+    user's own data: RGB instead of grey, another image size, more classes)
+    every variable whose name and shape match is copied and the rest keep
+    their fresh initialisation; both models must have the same task. Only
+    weights are copied: the optimizer, step counter and random streams of
+    the new run start fresh.
+
+    Returns:
+      (checkpoint path used, [names of re-initialised variables],
+       {config field: (theirs, ours)} of the fields that differ).
     """
-    source = load_model_config(model_dir)
-    if source != model.config:
-        theirs, ours = dataclasses.asdict(source), dataclasses.asdict(model.config)
-        differ = {k: (theirs[k], ours[k]) for k in ours if theirs.get(k) != ours[k]}
-        raise ValueError(
-            f"cannot initialise from {model_dir}: its model config differs in "
-            + ", ".join(f"{k} (it has {a!r}, this run {b!r})" for k, (a, b) in differ.items())
-            + "; pass the same architecture flags as the run it came from")
+    source_config = load_model_config(model_dir)
+    theirs, ours = dataclasses.asdict(source_config), dataclasses.asdict(model.config)
+    differ = {k: (theirs.get(k), ours[k]) for k in ours if theirs.get(k) != ours[k]}
+    if source_config.task != model.config.task:
+        raise ValueError(f"cannot initialise a {model.config.task} model from {model_dir}, "
+                         f"a {source_config.task} model")
     path = find_checkpoint(model_dir, which)
-    _restore_weights(model, path, "could not initialise this model: it is corrupt or "
-                     "of another shape")
-    return path
+    if not differ:
+        _restore_weights(model, path, "could not initialise this model: it is corrupt or "
+                         "of another shape")
+        return path, [], {}
+    source = ActiveMatchingNetwork(source_config)
+    _restore_weights(source, path, "could not be read: it is corrupt")
+    values = {v.path: v for v in source.variables}
+    fresh = []
+    for variable in model.variables:
+        match = values.get(variable.path)
+        if match is not None and tuple(match.shape) == tuple(variable.shape):
+            variable.assign(match)
+        else:
+            fresh.append(variable.path)
+    if len(fresh) == len(model.variables):
+        raise ValueError(f"no weight of {model_dir} fits this model (config differs in "
+                         f"{sorted(differ)})")
+    return path, fresh, differ

@@ -9,6 +9,9 @@ import dataclasses
 import json
 
 TASKS = ("classification", "regression")
+# How a classification model encodes items: the paper's conv net over images
+# or an MLP over feature vectors (a user's own embeddings or tabular data).
+ENCODERS = ("conv", "mlp")
 
 # The Omniglot trainer's default `labelled_mass_temperatures` (the benchmark
 # times the same model).
@@ -25,7 +28,15 @@ class ModelConfig:
       embed_dim: width of item embeddings x' and x''.
       units: width of the context LSTMs, the controller and the matching LSTM.
       matching_steps: K, the slow predictor's matching iterations (paper: 3).
-      image_size: side of the square grey-scale images (classification).
+      image_size: side of the square images (conv encoder).
+      image_channels: 1 (grey-scale) or 3 (RGB) (conv encoder).
+      ink_images: images follow Omniglot's convention, sparse ink = 1 on a
+        0 background (the paper's data); False for photographs and other
+        images whose pixels may be anything in [0, 1]. Serving uses it to
+        tell an inverted or 0-255 image from a real one.
+      encoder: "conv" (images) or "mlp" (feature vectors), classification.
+      feature_size: width of the feature vectors (mlp encoder).
+      feature_hidden: hidden widths of the mlp encoder.
       num_items: vocabulary size of the item table (regression).
       item_table_dim: width of that table (the latent-factor dimension).
       train_item_table: whether the item table keeps learning.
@@ -49,6 +60,11 @@ class ModelConfig:
     units: int = 64
     matching_steps: int = 3
     image_size: int = 28
+    image_channels: int = 1
+    ink_images: bool = True
+    encoder: str = "conv"
+    feature_size: int = 0
+    feature_hidden: tuple = (256,)
     num_items: int = 0
     item_table_dim: int = 0
     train_item_table: bool = True
@@ -62,6 +78,19 @@ class ModelConfig:
         # JSON gives a list; a tuple keeps the frozen config hashable.
         object.__setattr__(self, "labelled_mass_temperatures",
                            tuple(float(t) for t in self.labelled_mass_temperatures))
+        object.__setattr__(self, "feature_hidden", tuple(int(u) for u in self.feature_hidden))
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
+        if self.task == "classification" and self.encoder == "conv":
+            if self.image_channels not in (1, 3):
+                raise ValueError(f"image_channels must be 1 or 3, got {self.image_channels}")
+            if self.image_size < 4:
+                raise ValueError(f"image_size must be >= 4, got {self.image_size}")
+        if self.task == "classification" and self.encoder == "mlp" and self.feature_size < 1:
+            raise ValueError("an mlp encoder needs feature_size >= 1 (the width of the "
+                             f"feature vectors), got {self.feature_size}")
+        if any(u < 1 for u in self.feature_hidden):
+            raise ValueError(f"feature_hidden widths must be >= 1, got {self.feature_hidden}")
         if any(not t > 0 for t in self.labelled_mass_temperatures):
             raise ValueError("labelled_mass_temperatures must be > 0, got "
                              f"{list(self.labelled_mass_temperatures)}")
@@ -76,6 +105,15 @@ class ModelConfig:
         for name in ("embed_dim", "units", "matching_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def item_shape(self):
+        """Shape of one item as the model takes it (after the pool axes)."""
+        if self.task == "regression":
+            return ()
+        if self.encoder == "mlp":
+            return (self.feature_size,)
+        return (self.image_size, self.image_size, self.image_channels)
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -38,7 +38,10 @@ class ActiveMatchingNetwork(keras.Model):
         super().__init__(**kwargs)
         self.config = config
         c = config
-        if c.task == "classification":
+        if c.task == "classification" and c.encoder == "mlp":
+            self.encoder = al_layers.FeatureEncoder(c.embed_dim, c.feature_size,
+                                                    hidden=c.feature_hidden, name="encoder")
+        elif c.task == "classification":
             self.encoder = al_layers.ConvEncoder(c.embed_dim, name="encoder")
         else:
             self.encoder = al_layers.EmbeddingEncoder(
@@ -85,8 +88,7 @@ class ActiveMatchingNetwork(keras.Model):
     def support_spec(self, pool=None):
         """TensorSpec of `support`/`queries` inputs for `[B, pool]` items."""
         if self.config.task == "classification":
-            s = self.config.image_size
-            return tf.TensorSpec([None, pool, s, s, 1], tf.float32)
+            return tf.TensorSpec([None, pool, *self.config.item_shape], tf.float32)
         return tf.TensorSpec([None, pool], tf.int32)
 
     @property
@@ -96,8 +98,7 @@ class ActiveMatchingNetwork(keras.Model):
     def build_variables(self):
         """Creates every variable by running one tiny episode eagerly."""
         if self.config.task == "classification":
-            s = self.config.image_size
-            support = tf.zeros([1, 3, s, s, 1])
+            support = tf.zeros([1, 3, *self.config.item_shape])
         else:
             support = tf.zeros([1, 3], tf.int32)
         labels = tf.zeros([1, 3], self.label_dtype)

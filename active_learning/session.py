@@ -52,19 +52,33 @@ class _Backend:
         if self.task == "classification":
             self.max_classes = int(meta["max_classes"])
             self.image_size = int(meta["image_size"])
+            # Exports from before RGB and feature-vector models lack these.
+            self.image_channels = int(meta.get("image_channels", 1))
+            self.encoder = str(meta.get("encoder", "conv"))
+            self.feature_size = int(meta.get("feature_size", 0))
         else:
             self.rating_min = float(meta["rating_min"])
             self.rating_max = float(meta["rating_max"])
 
     def prepare_items(self, items, what):
         """Validates pool or query items on the client side; numpy array."""
+        if self.task == "classification" and self.encoder == "mlp":
+            items = np.asarray(items, np.float32)
+            if items.ndim != 2 or items.shape[1] != self.feature_size:
+                raise ValueError(f"{what} must be feature vectors [n, {self.feature_size}] "
+                                 f"(the model's width); got shape {items.shape}")
+            return items
         if self.task == "classification":
             items = np.asarray(items, np.float32)
-            if items.ndim == 3:
+            channels = self.image_channels
+            if items.ndim == 3 and channels == 1:
                 items = items[..., None]
-            if items.ndim != 4 or items.shape[-1] != 1 or items.shape[1] != items.shape[2]:
-                raise ValueError(f"{what} must be square grey-scale images [n, H, W] or "
-                                 f"[n, H, W, 1]; got shape {items.shape}")
+            if (items.ndim != 4 or items.shape[-1] != channels
+                    or items.shape[1] != items.shape[2]):
+                layout = "[n, H, W] or [n, H, W, 1] grey-scale" if channels == 1 else \
+                    "[n, H, W, 3] RGB"
+                raise ValueError(f"{what} must be square {layout} images, as the model "
+                                 f"was trained on; got shape {items.shape}")
             return items
         items = np.asarray(items)
         if items.ndim != 1 or (items.size and items.dtype.kind not in "iu"):
@@ -81,6 +95,8 @@ class _ModelBackend(_Backend):
         c = model.config
         meta = {"task": c.task, "embed_dim": c.embed_dim, "state_size": 2 * c.units,
                 "max_classes": c.max_classes, "image_size": c.image_size,
+                "image_channels": c.image_channels, "encoder": c.encoder,
+                "feature_size": c.feature_size,
                 "rating_min": c.rating_min, "rating_max": c.rating_max}
         self._read_metadata(meta)
         self.description = "in-memory model"
@@ -97,12 +113,14 @@ class _ModelBackend(_Backend):
 
     def _model_items(self, items):
         """[B, N, ...] client items -> what the model's encoder takes."""
+        if self.task == "classification" and self.encoder == "mlp":
+            return tf.constant(items, tf.float32)
         if self.task == "classification":
             size = self.image_size
             if items.shape[2] != size:
                 flat = items.reshape((-1,) + items.shape[2:])
                 flat = tf.image.resize(flat, [size, size], method="area").numpy()
-                items = flat.reshape(items.shape[:2] + (size, size, 1))
+                items = flat.reshape(items.shape[:2] + (size, size, self.image_channels))
             return tf.constant(items, tf.float32)
         if self._index is not None:
             unknown = sorted({int(i) for i in items.ravel()} - set(self._index))

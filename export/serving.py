@@ -134,7 +134,10 @@ class ServingModule(tf.Module):
             if vocabulary is not None:
                 raise ValueError("a classification model takes no vocabulary")
             size = int(config.image_size)
-            item_shape = [None, None, None, None, 1]
+            if config.encoder == "mlp":
+                item_shape = [None, None, int(config.feature_size)]
+            else:
+                item_shape = [None, None, None, None, int(config.image_channels)]
             item_dtype = tf.float32
             label_dtype = tf.int32
         else:
@@ -242,10 +245,17 @@ class ServingModule(tf.Module):
     def describe_inputs(self):
         """Human-readable description of the signatures' inputs."""
         c = self._config
-        if self._classification:
-            items = (f"support/queries: float32 [batch, pool, H, W, 1] grey-scale images "
-                     f"in [0, 1], ink = 1; {c.image_size}x{c.image_size} expected, any "
-                     f"other square size (e.g. 105x105) is area-resized in the graph")
+        if self._classification and c.encoder == "mlp":
+            items = (f"support/queries: float32 [batch, pool, {c.feature_size}] feature "
+                     "vectors, on the scale of the training data")
+            label = f"int32 class in 0..{c.max_classes - 1}, -1 = unknown"
+        elif self._classification:
+            kind = "grey-scale" if c.image_channels == 1 else "RGB"
+            ink = ", ink = 1" if c.ink_images else ""
+            items = (f"support/queries: float32 [batch, pool, H, W, {c.image_channels}] "
+                     f"{kind} images in [0, 1]{ink}; {c.image_size}x{c.image_size} "
+                     "expected, any other square size (e.g. 105x105) is area-resized in "
+                     "the graph")
             label = f"int32 class in 0..{c.max_classes - 1}, -1 = unknown"
         else:
             items = ("support/queries: int64 [batch, pool] MovieLens movieIds known to "
@@ -269,18 +279,30 @@ class ServingModule(tf.Module):
                 for name, t, rank, layout in inputs]
 
     def _item_rank(self):
+        c = self._config
+        if self._classification and c.encoder == "mlp":
+            return 3, f"[batch, pool, {c.feature_size}]"
         if self._classification:
-            return 5, "[batch, pool, height, width, 1]"
+            return 5, f"[batch, pool, height, width, {c.image_channels}]"
         return 2, "[batch, pool]"
 
     def _item_shape_checks(self, fn, name, items):
+        c = self._config
         if not self._classification:
             return []
+        if c.encoder == "mlp":
+            shape = _dims(items, 3)
+            return [(tf.equal(shape[2], c.feature_size),
+                     f"{fn}: input `{name}` must hold feature vectors of width "
+                     f"{c.feature_size} [batch, pool, {c.feature_size}] (the width the "
+                     "model was trained on); got shape", tf.shape(items))]
+        channels = int(c.image_channels)
+        kind = "single-channel (grey-scale)" if channels == 1 else "3-channel (RGB)"
         shape = _dims(items, 5)
         return [
-            (tf.equal(shape[4], 1),
-             f"{fn}: input `{name}` must hold single-channel images "
-             "[batch, pool, H, W, 1]; got shape", tf.shape(items)),
+            (tf.equal(shape[4], channels),
+             f"{fn}: input `{name}` must hold {kind} images [batch, pool, H, W, "
+             f"{channels}], as the model was trained on; got shape", tf.shape(items)),
             (tf.logical_and(tf.equal(shape[2], shape[3]), shape[2] > 0),
              f"{fn}: input `{name}` must hold square images (H == W > 0); got shape",
              tf.shape(items)),
@@ -288,15 +310,18 @@ class ServingModule(tf.Module):
 
     def _items(self, fn, name, items):
         """Pool items as the model takes them: resized images or dense ids."""
+        if self._classification and self._config.encoder == "mlp":
+            return items
         if self._classification:
             size = self._image_size
+            channels = int(self._config.image_channels)
             shape = tf.shape(items)
             flat = tf.reshape(items, tf.concat([[-1], shape[2:]], 0))
             # Area resampling is how the Omniglot pipeline turns the release's
             # 105x105 drawings into 28x28 ones.
             flat = tf.cond(tf.equal(shape[2], size), lambda: flat,
                            lambda: tf.image.resize(flat, [size, size], method="area"))
-            return tf.reshape(flat, tf.concat([shape[:2], [size, size, 1]], 0))
+            return tf.reshape(flat, tf.concat([shape[:2], [size, size, channels]], 0))
         dense = self._table.lookup(items)
         unknown = dense < 0
         (items,) = _validated([lambda: [(
@@ -495,6 +520,9 @@ class ServingModule(tf.Module):
         if self._classification:
             out["max_classes"] = tf.constant(c.max_classes, tf.int32)
             out["image_size"] = tf.constant(c.image_size, tf.int32)
+            out["image_channels"] = tf.constant(c.image_channels, tf.int32)
+            out["encoder"] = tf.constant(c.encoder)
+            out["feature_size"] = tf.constant(c.feature_size, tf.int32)
         else:
             out["rating_min"] = tf.constant(c.rating_min, tf.float32)
             out["rating_max"] = tf.constant(c.rating_max, tf.float32)

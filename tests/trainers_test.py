@@ -15,6 +15,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from active_learning import checkpoints  # noqa: E402
+from trainers import classification as classification_trainer  # noqa: E402
 from trainers import common  # noqa: E402
 from trainers import movielens as movielens_trainer  # noqa: E402
 from trainers import omniglot as omniglot_trainer  # noqa: E402
@@ -41,7 +42,8 @@ def _module_flags(*modules):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_flagfile_names_only_known_flags(path):
-    trainer = movielens_trainer if "movielens" in os.path.basename(path) else omniglot_trainer
+    trainer = (movielens_trainer if "movielens" in os.path.basename(path)
+               else classification_trainer)
     values = _module_flags(common, trainer)
     values(["prog", f"--flagfile={path}"])  # raises on an unknown flag or bad value
     assert values["model_dir"].value

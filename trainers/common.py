@@ -93,6 +93,10 @@ class TaskSetup:
     item_scores: Optional[np.ndarray] = None
     step_arguments: Optional[Callable[[int], Dict]] = None
     run_config: Dict = dataclasses.field(default_factory=dict)
+    # Called with the model when a run starts (fresh or --init_from), not on
+    # resume: sets what comes from this run's data rather than from training
+    # or from the source model (the feature encoder's standardisation).
+    on_new_run: Optional[Callable[[object], None]] = None
 
 
 def make_strategy(name):
@@ -216,12 +220,20 @@ def run_training(setup: TaskSetup, train_config: TrainConfig, strategy):
                      int(trainer.step.numpy()))
     elif FLAGS.init_from:
         try:
-            source = checkpoints.initialize_from(model, FLAGS.init_from)
+            source, fresh, differ = checkpoints.initialize_from(model, FLAGS.init_from)
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"--init_from: {e}") from e
         logging.info("starting a new run in %s from the weights of %s", model_dir, source)
+        if fresh:
+            logging.warning(
+                "--init_from: the model config differs from %s in %s; %d of %d weights "
+                "copied, re-initialised (shape or name differs): %s", FLAGS.init_from,
+                ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in differ.items()),
+                len(model.variables) - len(fresh), len(model.variables), ", ".join(fresh))
     else:
         logging.info("starting a new run in %s", model_dir)
+    if not manager.latest_checkpoint and setup.on_new_run is not None:
+        setup.on_new_run(model)
 
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
     eval_writer = tf.summary.create_file_writer(os.path.join(model_dir, "validation"))

@@ -1,7 +1,8 @@
 """One Keras layer per module of the active Matching Network (paper 3.2)."""
 
 from active_learning.layers.controller import Controller
-from active_learning.layers.encoders import ContextEncoder, ConvEncoder, EmbeddingEncoder
+from active_learning.layers.encoders import (ContextEncoder, ConvEncoder, EmbeddingEncoder,
+                                             FeatureEncoder)
 from active_learning.layers.lstm import LayerNormLSTMCell
 from active_learning.layers.predictors import FastPredictor, SlowPredictor
 from active_learning.layers.value import ValueHead
@@ -11,6 +12,6 @@ from active_learning.layers.weight_norm import WeightNormDense
 
 __all__ = [
     "ContextEncoder", "Controller", "ConvEncoder", "EmbeddingEncoder",
-    "FastPredictor", "LayerNormLSTMCell", "Reader", "Selector", "SlowPredictor",
+    "FastPredictor", "FeatureEncoder", "LayerNormLSTMCell", "Reader", "Selector", "SlowPredictor",
     "ValueHead", "WeightNormDense",
 ]

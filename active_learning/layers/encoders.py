@@ -2,6 +2,9 @@
 
 - `ConvEncoder`: the Omniglot image encoder (5x5/64 s2, 5x5/64 s2, 3x3/64,
   leaky ReLU, 7x7x64 -> weight-normalised dense).
+- `FeatureEncoder`: for items given as feature vectors (a user's own
+  embeddings or tabular data; not in the paper): standardise with the
+  training items' mean and scale, then an MLP.
 - `EmbeddingEncoder`: the MovieLens movie encoder, a look-up table initialised
   from the latent-factor model (paper 4.2.2), then a linear map to the model
   width.
@@ -18,7 +21,7 @@ from active_learning.layers.weight_norm import WeightNormDense
 
 
 class ConvEncoder(keras.layers.Layer):
-    """Maps images `[..., 28, 28, 1]` to embeddings `[..., embed_dim]`."""
+    """Maps images `[..., H, W, C]` (paper: 28x28x1) to embeddings `[..., embed_dim]`."""
 
     def __init__(self, embed_dim, filters=64, **kwargs):
         super().__init__(**kwargs)
@@ -48,6 +51,54 @@ class ConvEncoder(keras.layers.Layer):
             x = self.activation(conv(x))
         x = self.project(self.flatten(x))
         return tf.reshape(x, tf.concat([lead, [self.embed_dim]], 0))
+
+
+class FeatureEncoder(keras.layers.Layer):
+    """Maps feature vectors `[..., F]` to embeddings `[..., embed_dim]`.
+
+    Features arrive on any scale, so the layer first standardises them with
+    a mean and scale it keeps as (non-trainable) weights: the trainer sets
+    them from the training items (`set_standardization`), and they travel
+    with the checkpoint and the SavedModel, so a served model standardises
+    exactly as in training.
+    """
+
+    def __init__(self, embed_dim, feature_size, hidden=(256,), **kwargs):
+        super().__init__(**kwargs)
+        self.embed_dim = int(embed_dim)
+        self.feature_size = int(feature_size)
+        self.activation = keras.layers.LeakyReLU(negative_slope=0.2)
+        self.hidden = [int(u) for u in hidden]
+        # Named attributes (see ConvEncoder): checkpoints track those.
+        for i, units in enumerate(self.hidden):
+            setattr(self, f"dense{i}", WeightNormDense(units, name=f"dense{i}"))
+        self.project = WeightNormDense(self.embed_dim, name="project")
+
+    def build(self, input_shape=None):
+        self.mean = self.add_weight(name="feature_mean", shape=(self.feature_size,),
+                                    initializer="zeros", trainable=False)
+        self.scale = self.add_weight(name="feature_scale", shape=(self.feature_size,),
+                                     initializer="ones", trainable=False)
+        width = self.feature_size
+        for i, units in enumerate(self.hidden):
+            getattr(self, f"dense{i}").build((None, width))
+            width = units
+        self.project.build((None, width))
+        self.built = True
+
+    def set_standardization(self, features):
+        """Sets the mean and scale from training features `[N, F]`."""
+        features = np.asarray(features, np.float64).reshape(-1, self.feature_size)
+        self.mean.assign(features.mean(0).astype(np.float32))
+        # A constant feature keeps scale 1 rather than dividing by 0.
+        std = features.std(0)
+        self.scale.assign(np.where(std > 1e-8, std, 1.0).astype(np.float32))
+
+    def call(self, features):
+        x = (features - self.mean) / self.scale
+        for i in range(len(self.hidden)):
+            x = self.activation(getattr(self, f"dense{i}")(x))
+        return self.project(x)
 
 
 class EmbeddingEncoder(keras.layers.Layer):
