@@ -46,6 +46,7 @@ from active_learning import baselines
 from active_learning import checkpoints
 from active_learning import policies
 from active_learning import rollout
+from active_learning.data import paths as data_paths
 from active_learning.config import ModelConfig
 from active_learning.model import ActiveMatchingNetwork
 
@@ -317,10 +318,18 @@ def load_evaluation_model(path, which="best"):
 
 
 def resolve_data_dir(data_dir, run_config, model_path):
-    """`data_dir`, else the run's recorded one (relative paths tried from here and
-    from the model directory's parent)."""
+    """`data_dir`, else the run's recorded one (relative paths tried from here, from
+    the model directory's parent, and the repository's shipped copy of Omniglot).
+
+    Runs on a user's own data (`run_config["data"]`, trainers.classification)
+    record the data spec itself: for them this returns `data_dir` (None keeps
+    the recorded spec; a path replaces the spec's path).
+    """
     if data_dir:
         return data_dir
+    spec = run_config.get("data")
+    if spec and not spec.startswith("omniglot:"):
+        return None
     recorded = run_config.get("data_dir")
     if not recorded:
         raise ValueError(f"{model_path} records no data_dir; pass --data_dir")
@@ -330,6 +339,9 @@ def resolve_data_dir(data_dir, run_config, model_path):
         candidate = os.path.normpath(os.path.join(base, recorded))
         if os.path.exists(candidate):
             return candidate
+    shipped = data_paths.resolve_data_dir(recorded)
+    if os.path.exists(shipped):
+        return shipped
     raise FileNotFoundError(
         f"the data_dir {recorded!r} recorded by {model_path} was not found relative to "
         f"{os.getcwd()} or the model directory; pass --data_dir")
@@ -340,8 +352,8 @@ def resolve_data_dir(data_dir, run_config, model_path):
 
 
 @dataclasses.dataclass
-class OmniglotEpisodes:
-    """The decoded characters and the run's class split."""
+class ClassEpisodes:
+    """The run's classification data (`class_data.ClassData`) and its class split."""
 
     data: object
     classes: object
@@ -352,24 +364,42 @@ class OmniglotEpisodes:
 
     def make_sampler(self, split, ways, seed):
         """A function returning a freshly seeded sampler (same episodes each time)."""
-        from active_learning.data import omniglot  # pylint: disable=g-import-not-at-top
+        from active_learning.data.episodes import ClassEpisodeSampler  # pylint: disable=g-import-not-at-top
         indices = getattr(self.classes, split)
 
         def make():
-            return omniglot.EpisodeSampler(self.data, indices, ways=ways,
-                                           items_per_class=self.items_per_class,
-                                           seed=episode_seed(seed, split))
+            return ClassEpisodeSampler(
+                self.data.items, self.data.class_starts, self.data.class_counts, indices,
+                ways=ways, items_per_class=self.items_per_class,
+                seed=episode_seed(seed, split), class_names=self.data.class_names)
         return make
 
 
-def omniglot_episodes(run_config, data_dir, cache_dir=None):
-    """Loads Omniglot and rebuilds the class split recorded in `run_config`.
+def class_episodes(run_config, data_dir=None, cache_dir=None):
+    """Loads the run's data and rebuilds the class split recorded in `run_config`.
 
-    Raises if the data in `data_dir` does not give the same split sizes as
-    the run recorded (other data than it was trained on).
+    Omniglot runs read the release in `data_dir`; runs on other data re-read
+    the recorded `data` spec with the recorded options (`data_dir`, when
+    given, replaces the spec's path). Raises if the data gives other split
+    sizes than the run recorded (other data than it was trained on).
     """
+    from active_learning.data import class_data  # pylint: disable=g-import-not-at-top
     from active_learning.data import omniglot  # pylint: disable=g-import-not-at-top
-    data = omniglot.load_omniglot(data_dir, cache_dir=cache_dir)
+    from active_learning.data import readers  # pylint: disable=g-import-not-at-top
+    from active_learning.data import splits  # pylint: disable=g-import-not-at-top
+    spec = run_config.get("data")
+    if spec and not spec.startswith("omniglot:"):
+        if data_dir:
+            spec = f"{readers.parse_spec(spec)[0]}:{data_dir}"
+        options = run_config.get("data_options") or {}
+        data = readers.load_class_data(
+            spec, image_size=options.get("image_size"),
+            image_channels=options.get("image_channels"), invert=options.get("invert", False),
+            label_col=options.get("label_col", "label"), group_col=options.get("group_col"),
+            cache_dir=cache_dir)
+        data_dir = spec
+    else:
+        data = class_data.from_omniglot(omniglot.load_omniglot(data_dir, cache_dir=cache_dir))
     recorded = run_config.get("split") or {}
     name = recorded.get("split", "auto")
     kwargs = {}
@@ -381,14 +411,14 @@ def omniglot_episodes(run_config, data_dir, cache_dir=None):
     elif name == "vinyals" and "validation_characters" in recorded:
         kwargs = dict(validation_characters=recorded["validation_characters"])
     seed = (run_config.get("flags") or {}).get("seed", 0)
-    classes = omniglot.split_classes(data, split=name, seed=seed, **kwargs)
+    classes = splits.split_classes(data, split=name, seed=seed, **kwargs)
     described = classes.describe()
     for key in ("train_characters", "validation_characters", "test_characters"):
         if key in recorded and recorded[key] != described[key]:
             raise ValueError(
                 f"the class split rebuilt from {data_dir} ({described}) differs from the one "
                 f"the model was trained with ({recorded}): pass the run's --data_dir")
-    return OmniglotEpisodes(data, classes, int(run_config.get("items_per_class", 5)))
+    return ClassEpisodes(data, classes, int(run_config.get("items_per_class", 5)))
 
 
 @dataclasses.dataclass
@@ -523,7 +553,9 @@ def run_table1(model, episodes, ways, shots, num_episodes=1000, batch_size=50, s
     results = _evaluate_rows(rows, episodes.make_sampler(split, ways, seed), labels,
                              num_episodes, batch_size, seed, progress_every=progress_every,
                              log=log)
-    paper = PAPER_TABLE1.get((ways, shots), {})
+    # The paper's numbers are Omniglot's: none beside a user's own data.
+    omniglot = model.dataset == "omniglot"
+    paper = PAPER_TABLE1.get((ways, shots), {}) if omniglot else {}
     out_rows = []
     for row in rows:
         result = results[row["key"]]
@@ -536,7 +568,9 @@ def run_table1(model, episodes, ways, shots, num_episodes=1000, batch_size=50, s
             paper_accuracy=paper.get(row["policy"], (None, None))[0],
             paper_ci=paper.get(row["policy"], (None, None))[1])
         out_rows.append(record)
-    return {"figure": "table1", "task": "omniglot", "split": split, "ways": ways,
+    return {"figure": "table1", "task": "omniglot" if omniglot else "classification",
+            "data": "Omniglot" if omniglot else (model.run_config.get("data") or "data"),
+            "split": split, "ways": ways,
             "shots": shots, "labels": labels, "episodes": num_episodes, "seed": seed,
             "batch_size": batch_size, "model": model.source, "rows": out_rows,
             "paper_available": bool(paper),
@@ -916,16 +950,21 @@ def _header(record):
 def table1_markdown(record):
     """Table 1 as markdown: every row, ours beside the paper's."""
     n, k = record["ways"], record["shots"]
-    lines = [f"**Omniglot {n}-way {k}-shot ({record['labels']} labels requested)**: "
-             + _header(record), "",
-             f"| Model | policy | ours: accuracy ± 95% CI | paper (Table 1) | "
+    # Records written before other data were Omniglot's.
+    omniglot = record.get("task", "omniglot") == "omniglot"
+    paper_head = "paper (Table 1) | " if omniglot else ""
+    lines = [f"**{record.get('data', 'Omniglot')} {n}-way {k}-shot ({record['labels']} labels "
+             "requested)**: " + _header(record), "",
+             f"| Model | policy | ours: accuracy ± 95% CI | {paper_head}"
              f"distinct labels | all {n} classes found |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
+             "| --- | --- | ---: |" + (" ---: |" if omniglot else "") + " ---: | ---: |"]
     for row in record["rows"]:
-        paper = (_pct(row["paper_accuracy"], row["paper_ci"])
-                 if row["paper_accuracy"] is not None else "— (not in the paper)")
+        paper = ""
+        if omniglot:
+            paper = (_pct(row["paper_accuracy"], row["paper_ci"])
+                     if row["paper_accuracy"] is not None else "— (not in the paper)") + " | "
         lines.append(f"| {row['label']} | `{row['policy']}` | "
-                     f"{_pct(row['accuracy'], row['ci'])} | {paper} | "
+                     f"{_pct(row['accuracy'], row['ci'])} | {paper}"
                      f"{row['distinct_labels']:.2f} | {100 * row['found_all']:.1f}% |")
     lines.append("")
     lines.append("Accuracy after each label (ours, %):")

@@ -196,7 +196,7 @@ class CommandLineTest(tf.test.TestCase):
 
     def test_same_seed_same_episodes(self):
         model = evaluation.load_evaluation_model(self.model_dir)
-        episodes = evaluation.omniglot_episodes(model.run_config, self.data_dir,
+        episodes = evaluation.class_episodes(model.run_config, self.data_dir,
                                                 os.path.join(self.root, "cache"))
         self.assertLen(episodes.classes.test, 3)
         make = episodes.make_sampler("test", 3, seed=3)

@@ -83,7 +83,7 @@ def _held_out_curves(loaded, make_sampler, num_steps, episodes=100):
 def test_omniglot_model_beats_random_labels(shipped_data, name):
     data_dir = shipped_data / "omniglot-full"
     loaded = evaluation.load_evaluation_model(str(MODELS / name))
-    episodes = evaluation.omniglot_episodes(loaded.run_config, str(data_dir))
+    episodes = evaluation.class_episodes(loaded.run_config, str(data_dir))
     curves = _held_out_curves(loaded, episodes.make_sampler("test", 5, seed=0), 5)
     greedy, random = curves["greedy"], curves["random"]
     # Committed tables (1,000 episodes): about 97% and 4.97 classes against 69% and 3.55.
@@ -102,7 +102,7 @@ def test_lake_20way_model_runs_through_its_exported_signatures(shipped_data, tmp
     loaded = evaluation.load_evaluation_model(str(model_dir))
     assert loaded.run_config["split"]["split"] == "lake"
     export_path = export_lib.export_model_dir(str(model_dir), str(tmp_path))
-    episodes = evaluation.omniglot_episodes(loaded.run_config, str(data_dir))
+    episodes = evaluation.class_episodes(loaded.run_config, str(data_dir))
     sampler = episodes.make_sampler("test", 20, seed=0)()
     batch = {k: v.numpy() for k, v in sampler.sample(2).items()}
     correct = []

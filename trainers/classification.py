@@ -138,10 +138,7 @@ def build_setup():
     choices, all_ways, eval_ways, budget, temperatures = _check_flags()
     pool_per_class = FLAGS.items_per_class
     spec = data_spec()
-    try:
-        data = load_data(spec)
-    except (FileNotFoundError, ValueError) as e:
-        raise flags.ValidationError(f"--data {spec}: {e}") from e
+    data = load_data(spec)  # Its errors name the file, folder or line.
     if data.kind == "image" and FLAGS.image_size and data.item_shape[0] != FLAGS.image_size:
         raise flags.ValidationError(f"--image_size {FLAGS.image_size}: Omniglot is decoded "
                                     f"at {data.item_shape[0]}x{data.item_shape[0]}")

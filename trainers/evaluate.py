@@ -151,8 +151,9 @@ def run(fv):
                   progress_every=fv.progress_seconds)
 
     if figure in ("table1", "figure3"):
-        episodes = evaluation.omniglot_episodes(main.run_config, data_dir, fv.cache_dir)
-        logging.info("omniglot %s: %s", data_dir, episodes.classes.describe())
+        episodes = evaluation.class_episodes(main.run_config, data_dir, fv.cache_dir)
+        logging.info("%s: %s", data_dir or main.run_config.get("data"),
+                     episodes.classes.describe())
         for other in models[1:]:
             if other.run_config.get("split") != main.run_config.get("split"):
                 logging.warning("%s was trained on another class split than %s; episodes "
