@@ -1,6 +1,7 @@
-"""Omniglot for few-shot active learning: loading, class splits, episodes.
+"""Omniglot for few-shot active learning: the release reader and its episodes.
 
-Three pieces, used in this order by the trainers:
+The generic stages live in their own modules (decoding.py, cache.py,
+splits.py, episodes.py); this one holds what is Omniglot's:
 
 1. `load_omniglot` reads the release of Lake, Salakhutdinov & Tenenbaum
    (Science, 2015) from its original zips (or their unzipped folders, or the
@@ -8,20 +9,18 @@ Three pieces, used in this order by the trainers:
    drawings, area-averaged from 105x105 to 28x28, ink = 1. Decoding 32,460
    PNGs takes a few seconds, so the result is cached as an `.npz` keyed on the
    source files; later loads read the cache.
-2. `split_classes` divides the characters into disjoint train / validation /
-   test sets (the Vinyals et al. 1,200 / 423 split of the full release, the
-   background / evaluation split of Lake et al., or whole held-out alphabets
-   for subsets of the release).
-3. `EpisodeSampler` draws batches of N-way episodes (support set with labels
-   for the active learner to request, held-out queries) entirely in-graph from
-   a checkpointable `tf.random.Generator`, so training resumes on exactly the
-   episodes it would have seen.
+2. `split_classes` (splits.py, re-exported here) divides the characters
+   into disjoint train / validation / test sets (the Vinyals et al. 1,200 /
+   423 split of the full release, the background / evaluation split of Lake
+   et al., or whole held-out alphabets for subsets of the release).
+3. `EpisodeSampler`, the class sampler of episodes.py over `[C, 20, H, W]`
+   drawings: N-way episodes drawn in-graph from a checkpointable
+   `tf.random.Generator`, so training resumes on exactly the episodes it
+   would have seen.
 
-Run as a program it prints a summary of a data folder:
-
-    python -m active_learning.data.omniglot --data_dir=DIR [--split=...]
-
-and ends with one JSON line (counts, split sizes, sampler throughput).
+`summarize` describes a data folder; `python -m trainers.data_summary
+--data=DIR` prints it (counts, split sizes, sampler throughput, one JSON
+line at the end).
 """
 
 import contextlib
@@ -557,45 +556,3 @@ def summarize(data_dir, cache_dir=None, split="auto", test_alphabets=None,
     record.update(described)
     record["other_splits"] = others
     return lines, record
-
-
-def _define_flags():
-    from absl import flags  # pylint: disable=g-import-not-at-top
-    flags.DEFINE_string("data_dir", None,
-                        "Folder of Omniglot zips or folders, or tfds[:DIR].")
-    flags.DEFINE_string("cache_dir", None,
-                        "Cache of decoded arrays (default ~/.cache/...).")
-    flags.DEFINE_enum("split", "auto", ["auto", "vinyals", "lake",
-                                        "alphabets"], "Class split.")
-    flags.DEFINE_list("test_alphabets", None, "Test alphabets (alphabets).")
-    flags.DEFINE_list("validation_alphabets", None,
-                      "Validation alphabets (alphabets, lake).")
-    flags.DEFINE_integer("validation_characters", 100,
-                         "Validation size (vinyals, lake).")
-    flags.DEFINE_integer("seed", 0, "Seed of splits and sampler.")
-    flags.DEFINE_float("benchmark_seconds", 2.0,
-                       "How long to time the sampler.")
-    flags.mark_flag_as_required("data_dir")
-
-
-def main(argv):
-    from absl import flags  # pylint: disable=g-import-not-at-top
-    if len(argv) > 1:
-        raise SystemExit("unexpected arguments: %s" % argv[1:])
-    flag = flags.FLAGS
-    lines, record = summarize(
-        flag.data_dir, cache_dir=flag.cache_dir, split=flag.split,
-        test_alphabets=flag.test_alphabets,
-        validation_alphabets=flag.validation_alphabets,
-        validation_characters=flag.validation_characters, seed=flag.seed,
-        benchmark_seconds=flag.benchmark_seconds)
-    print("\n".join(lines))
-    print(json.dumps(record))
-
-
-if __name__ == "__main__":
-    from absl import app  # pylint: disable=g-import-not-at-top
-    # Flags exist only when run as a program, so importing this module from
-    # a trainer that defines its own --data_dir does not clash.
-    _define_flags()
-    app.run(main)
