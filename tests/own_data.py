@@ -53,3 +53,28 @@ def write_features_csv(path, num_classes=30, per_class=8, width=16, seed=0):
         for row in rows:
             f.write(",".join(f"{v:.5f}" for v in row[:-1]) + f",{row[-1]}\n")
     return path
+
+
+def write_examples(out):
+    """Every supported form in `out` (used by docs/own_data.md); returns the paths."""
+    os.makedirs(out, exist_ok=True)
+    paths = {
+        "folder": write_image_folder(os.path.join(out, "rgb_folder"), 40, 8, 32, 3),
+        "grouped": write_image_folder(os.path.join(out, "grey_groups"), 48, 8, 28, 1,
+                                      groups=8),
+        "features": write_features_csv(os.path.join(out, "features.csv"), 30, 8, 16),
+    }
+    images = class_images(30, 8, 20, 1, seed=5)
+    paths["npz"] = os.path.join(out, "arrays.npz")
+    np.savez(paths["npz"], images=(images.reshape(240, 20, 20) * 255).astype(np.uint8),
+             labels=np.repeat([f"c{k}" for k in range(30)], 8),
+             groups=np.repeat([f"g{k % 5}" for k in range(30)], 8))
+    return paths
+
+
+if __name__ == "__main__":
+    import sys  # pylint: disable=g-import-not-at-top
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m tests.own_data OUT_DIR")
+    for kind, path in write_examples(sys.argv[1]).items():
+        print(f"{kind}: {path}")

@@ -242,3 +242,32 @@ def test_feature_table_trains_an_mlp_model_standardised_on_training_classes(tmp_
     # The standardisation came from the data (not the zeros/ones it starts at).
     assert np.abs(model.encoder.mean.numpy()).max() > 0.1
     assert not np.allclose(model.encoder.scale.numpy(), 1.0)
+
+
+def test_tfds_image_classification_set(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+
+    def as_dataset(self, split, **kwargs):
+        del self, split, kwargs
+        rng = np.random.RandomState(0)
+        return tf.data.Dataset.from_tensor_slices({
+            "image": (rng.rand(24, 28, 28, 1) * 255).astype(np.uint8),
+            "label": np.repeat(np.arange(6), 4).astype(np.int64)})
+
+    with tfds.testing.mock_data(as_dataset_fn=as_dataset, data_dir=str(tmp_path)):
+        data = readers.load_class_data("tfds:mnist:train", image_size=14)
+    assert data.item_shape == (14, 14, 1) and data.num_classes == 6
+    assert data.class_counts.tolist() == [4] * 6
+    assert data.class_names == tuple(str(k) for k in range(6))  # mnist's label names
+    assert data.notes == {"uint8 images scaled by 1/255": 24}
+
+
+def test_served_feature_model_names_the_wrong_width(tmp_path):
+    from export import serving  # pylint: disable=g-import-not-at-top
+    model = ActiveMatchingNetwork(ModelConfig(encoder="mlp", feature_size=6, embed_dim=8,
+                                              units=8))
+    module = serving.ServingModule(model)
+    out = module.begin(tf.zeros([1, 4, 6]))
+    assert out["embeddings"].shape == (1, 4, 8)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="feature vectors of width 6"):
+        module.begin(tf.zeros([1, 4, 5]))
