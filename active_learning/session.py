@@ -13,8 +13,10 @@ through `export.client`, standard library only). All three run the same steps
 as the SavedModel's signatures (begin, select, observe, predict), so a session
 gives the same answers whichever it uses.
 
-Pool items: images `[P, 28, 28(, 1)]` in [0, 1], ink = 1, for classification
-(other square sizes are area-resized); for ratings, MovieLens movieIds for a
+Pool items: images `[P, H, W, C]` in [0, 1] for classification, with the
+channels the model was trained on (Omniglot models: `[P, 28, 28(, 1)]`, ink
+= 1; other square sizes are area-resized), or feature vectors `[P, F]` for
+a model with a feature encoder; for ratings, MovieLens movieIds for a
 SavedModel or REST model, and for an in-memory model its dense item indices,
 or movieIds when `vocabulary` (the movieId of each index) is given.
 
