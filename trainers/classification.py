@@ -68,6 +68,10 @@ flags.DEFINE_list("labelled_mass_temperatures",
                   "item's softmax attention over the pool that falls on labelled items. "
                   "Empty ('') for the paper's six cosine features only.")
 
+# `--help` lists the loop's flags too (--data_dir, --model_dir, --train_steps...),
+# not only this module's: they are what a user sets most.
+flags.adopt_module_key_flags(common)
+
 # Held-out items per class in every episode (the paper's 1).
 QUERIES_PER_CLASS = 1
 

@@ -11,8 +11,14 @@ newest checkpoint in --model_dir.
 
 from absl import app, flags
 
+from trainers import classification
+from trainers import common
 from trainers.classification import build_setup  # noqa: F401  (the preset's setup)
 from trainers.classification import main
+
+# `--help` shows the flags a user sets, which live in these two modules.
+flags.adopt_module_key_flags(classification)
+flags.adopt_module_key_flags(common)
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["data_dir", "model_dir"])
