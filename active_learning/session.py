@@ -77,9 +77,9 @@ class _Backend:
                 items = items[..., None]
             if (items.ndim != 4 or items.shape[-1] != channels
                     or items.shape[1] != items.shape[2]):
-                layout = "[n, H, W] or [n, H, W, 1] grey-scale" if channels == 1 else \
-                    "[n, H, W, 3] RGB"
-                raise ValueError(f"{what} must be square {layout} images, as the model "
+                layout = "grey-scale images [n, H, W] or [n, H, W, 1]" if channels == 1 \
+                    else "RGB images [n, H, W, 3]"
+                raise ValueError(f"{what} must be square {layout}, as the model "
                                  f"was trained on; got shape {items.shape}")
             return items
         items = np.asarray(items)

@@ -591,7 +591,7 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
     def test_image_checks(self):
         self.assert_fails("input `support` must hold square images", "classification",
                           "begin", support=tf.zeros([1, 2, 28, 30, 1]))
-        self.assert_fails("input `queries` must hold single-channel images",
+        self.assert_fails("input `queries` must hold single-channel \\(grey-scale\\) images",
                           "classification", "predict", queries=tf.zeros([2, 2, 28, 28, 3]))
         self.assert_fails("input `support` must hold at least one item", "classification",
                           "begin", support=tf.zeros([1, 0, 28, 28, 1]))
