@@ -1,0 +1,601 @@
+"""Puts a trained active learner behind Label Studio: the model picks, people label.
+
+    export LABEL_STUDIO_API_KEY=...            # or --token_file=PATH
+    python -m export.label_studio --pool=omniglot:../shared/data/omniglot \\
+        --model=/abs/exports/omniglot --url=http://localhost:8080 --batch=5 --budget=15
+
+Each round the bridge asks the model (`ActiveSession.query(k=--batch)`, the
+SavedModel's or TF Serving's `select`) which items a person should label
+next, and puts exactly those, in the model's order, into a Data Manager tab
+"Next batch (active learner)": the tab filters on the task field
+`batch_rank` (1 = first, 0 = not asked now) and sorts by it, and Label
+Studio's "Label All Tasks" button in that tab walks the tasks in that order.
+When every task of the batch has a submitted (or skipped) annotation, the
+bridge feeds the labels to `observe` in the order they were submitted,
+writes the model's predictions for the still-unlabelled tasks back as
+pre-annotations (with the predicted class's probability as score), and
+asks for the next batch, until `--budget` labels are in or nothing is left.
+
+Pools (`--pool`):
+  omniglot:DIR   `--ways` characters x `--items_per_class` drawings drawn
+                 (seeded) from an Omniglot folder (as the trainers read it),
+                 optionally from `--alphabets`; class names are the
+                 characters ("Greek/character03"): a Choices control.
+  folder:DIR     images; `DIR/<class>/<image>` gives known class names (a
+                 Choices control), a flat `DIR/<image>` gives classes not
+                 known in advance: a text field where the person types a
+                 class name. Either way names map to the model's class
+                 indices in the order they are first submitted.
+  movielens:DIR  ratings: `--pool_size` movies of movies.csv that the model
+                 knows (most rated first when ratings.csv is there), shown
+                 by title with a 1-5 star Rating control.
+
+Resuming: the bridge keeps no state of its own. On start it rebuilds the
+episode from the project: every submitted annotation is read again, in
+submission order, and a batch still being labelled is kept; so a bridge
+killed at any point and started again asks nothing twice and chooses what
+the first would have chosen.
+
+Security: the token comes from `$LABEL_STUDIO_API_KEY` or `--token_file`,
+never from a flag value, and is never printed; plain HTTP is refused for a
+`--url` that is not this machine unless `--allow_insecure_http`.
+"""
+
+import base64
+import dataclasses
+import hashlib
+import io
+import os
+import sys
+import time
+from xml.sax.saxutils import quoteattr
+
+import numpy as np
+
+from export.label_studio_api import LabelStudioClient, LabelStudioError, check_url
+
+TOKEN_ENV = "LABEL_STUDIO_API_KEY"  # the name label-studio-sdk reads too
+VIEW_TITLE = "Next batch (active learner)"
+RANK_FIELD = "batch_rank"
+_FROM_NAME = {"choices": "label", "textarea": "label", "rating": "rating"}
+_TO_NAME = {"image": "image", "text": "title"}
+
+
+# -------------------------------------------------------------------- pools
+@dataclasses.dataclass
+class Pool:
+    """What the bridge puts in front of people.
+
+    Attributes:
+      items: what the model reads: images `[P, H, W]` in [0, 1] with ink = 1,
+        or movieIds `[P]`.
+      data: one Label Studio task data dict per item (without bookkeeping).
+      control: "choices" (known class names), "textarea" (classes typed
+        as they come) or "rating".
+      class_names: the Choices values (None otherwise).
+      description: one line naming the source.
+      truth: ground-truth class names or ratings when the source has them
+        (tests and demos use them; never sent to Label Studio).
+    """
+
+    items: np.ndarray
+    data: list
+    control: str
+    class_names: list = None
+    description: str = ""
+    truth: list = None
+
+    @property
+    def fingerprint(self):
+        """Identifies the pool: a project holding another pool is not reused."""
+        digest = hashlib.sha256(np.ascontiguousarray(self.items).tobytes())
+        digest.update(repr((self.control, self.class_names)).encode())
+        return digest.hexdigest()[:16]
+
+
+def image_data_url(image):
+    """A PNG data URL of an ink = 1 image `[H, W]` (dark strokes on white).
+
+    Data URLs need no file storage and work offline: the browser decodes
+    them itself, so Label Studio needs no access to the pool's folder.
+    """
+    from PIL import Image
+
+    pixels = np.clip(255.0 * (1.0 - np.asarray(image, np.float32)), 0, 255)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8), "L").save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _read_image(path, size):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        grey = image.convert("L")
+        if grey.size != (size, size):
+            if grey.size[0] != grey.size[1]:
+                raise ValueError(f"{path}: the model reads square images; this one is "
+                                 f"{grey.size[0]}x{grey.size[1]}")
+            grey = grey.resize((size, size), Image.BOX)
+        return 1.0 - np.asarray(grey, np.float32) / 255.0
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def _folder_pool(path, image_size):
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"--pool=folder:{path}: no such directory")
+    entries = sorted(os.listdir(path))
+    classes = [e for e in entries if os.path.isdir(os.path.join(path, e))]
+    files, truth = [], []
+    if classes:
+        for name in classes:
+            for f in sorted(os.listdir(os.path.join(path, name))):
+                if f.lower().endswith(_IMAGE_SUFFIXES):
+                    files.append(os.path.join(path, name, f))
+                    truth.append(name)
+    else:
+        files = [os.path.join(path, f) for f in entries if f.lower().endswith(_IMAGE_SUFFIXES)]
+        truth = None
+    if not files:
+        raise ValueError(f"--pool=folder:{path} holds no images ({', '.join(_IMAGE_SUFFIXES)}) "
+                         "directly or in class subfolders")
+    images = np.stack([_read_image(f, image_size) for f in files])
+    data = [{"image": image_data_url(im), "file": os.path.relpath(f, path)}
+            for im, f in zip(images, files)]
+    if classes:
+        return Pool(images, data, "choices", classes, f"folder {path}", truth)
+    return Pool(images, data, "textarea", None, f"folder {path} (classes not known)", None)
+
+
+def _omniglot_pool(path, ways, items_per_class, alphabets, seed):
+    from active_learning.data import omniglot
+
+    data = omniglot.load_omniglot(path)
+    chars = np.arange(data.num_characters)
+    if alphabets:
+        wanted = [a.strip() for a in alphabets.split(",") if a.strip()]
+        unknown = sorted(set(wanted) - set(data.alphabets))
+        if unknown:
+            raise ValueError(f"--alphabets names {unknown}, not in {path}; it has "
+                             f"{list(data.alphabet_names)}")
+        chars = chars[np.isin(np.asarray(data.alphabets), wanted)]
+    if ways > len(chars):
+        raise ValueError(f"--ways={ways} but only {len(chars)} characters are available")
+    drawings = data.images.shape[1]
+    if items_per_class > drawings:
+        raise ValueError(f"--items_per_class={items_per_class} but a character has "
+                         f"{drawings} drawings")
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(chars, ways, replace=False)
+    pairs = [(c, d) for c in picked for d in rng.choice(drawings, items_per_class,
+                                                        replace=False)]
+    # The model reads the pool as a sequence and was trained on shuffled pools.
+    pairs = [pairs[i] for i in rng.permutation(len(pairs))]
+    images = np.stack([data.images[c, d] for c, d in pairs]).astype(np.float32)
+    names = [data.characters[c] for c in picked]
+    truth = [data.characters[c] for c, _ in pairs]
+    task_data = [{"image": image_data_url(im)} for im in images]
+    return Pool(images, task_data, "choices", sorted(names),
+                f"omniglot {path}: {ways} characters x {items_per_class} drawings, seed {seed}",
+                truth)
+
+
+def _movielens_pool(path, vocabulary, pool_size, seed):
+    from active_learning.data import movielens
+    from export.elicit import choose_pool
+
+    titles = movielens.load_movie_titles(path)
+    popularity = None
+    ratings = os.path.join(path, "ratings.csv")
+    if os.path.exists(ratings):
+        counts = movielens.read_ratings_file(ratings)["movie_id"].value_counts()
+        popularity = {int(k): int(v) for k, v in counts.items()}
+    if vocabulary is None:
+        raise ValueError("a movielens pool needs the model's movieIds: give --model as a "
+                         "SavedModel path, or --vocabulary=SAVED_MODEL with a REST --model")
+    ids = choose_pool(vocabulary, titles, pool_size, seed, popularity)
+    return Pool(ids, [{"title": titles[int(m)], "movieId": int(m)} for m in ids], "rating",
+                None, f"movielens {path}: {len(ids)} movies, seed {seed}")
+
+
+def load_pool(spec, image_size=28, ways=5, items_per_class=5, alphabets=None,
+              pool_size=50, seed=0, vocabulary=None):
+    """Reads `--pool=KIND:PATH` (see the module docstring)."""
+    kind, sep, path = spec.partition(":")
+    if not sep or kind not in ("omniglot", "folder", "movielens"):
+        raise ValueError(f"--pool={spec!r}: expected omniglot:DIR, folder:DIR or "
+                         "movielens:DIR")
+    if kind == "folder":
+        return _folder_pool(path, image_size)
+    if kind == "omniglot":
+        return _omniglot_pool(path, ways, items_per_class, alphabets, seed)
+    return _movielens_pool(path, vocabulary, pool_size, seed)
+
+
+def label_config(pool):
+    """The labelling interface XML for the pool's control."""
+    if pool.control == "rating":
+        return ('<View>\n  <Header value="How would you rate this movie?"/>\n'
+                '  <Text name="title" value="$title"/>\n'
+                '  <Rating name="rating" toName="title" maxRating="5" icon="star" '
+                'size="large" required="true"/>\n</View>\n')
+    head = ('<View>\n  <Image name="image" value="$image" maxWidth="280px" '
+            'smoothing="false"/>\n')
+    if pool.control == "choices":
+        choices = "\n".join(f"    <Choice value={quoteattr(n)}/>" for n in pool.class_names)
+        return (head + '  <Header value="Which class is this?"/>\n'
+                '  <Choices name="label" toName="image" choice="single-radio" '
+                f'required="true">\n{choices}\n  </Choices>\n</View>\n')
+    return (head + '  <Header value="Which class is this? Type a name used before, or a '
+            'new one."/>\n  <TextArea name="label" toName="image" maxSubmissions="1" '
+            'required="true" placeholder="class name"/>\n</View>\n')
+
+
+# ------------------------------------------------------------ annotations
+SKIPPED = object()
+
+
+def read_answer(annotation, control):
+    """The class name / rating an annotation gives; SKIPPED; None if empty."""
+    if annotation.get("was_cancelled"):
+        return SKIPPED
+    for region in annotation.get("result") or []:
+        value = region.get("value", {})
+        if control == "choices" and value.get("choices"):
+            return str(value["choices"][0])
+        if control == "textarea" and value.get("text"):
+            text = " ".join(str(value["text"][0]).split())
+            return text or None
+        if control == "rating" and value.get("rating") is not None:
+            return float(value["rating"])
+    return None
+
+
+def answers_in_order(tasks, control):
+    """[(annotation id, pool item, answer)] by submission order.
+
+    The first annotation of a task (lowest id) counts; Label Studio ids grow
+    with creation time, so this order is the order people submitted in.
+    """
+    found = []
+    for task in tasks:
+        for annotation in sorted(task.get("annotations") or [], key=lambda a: a["id"]):
+            answer = read_answer(annotation, control)
+            if answer is not None:
+                found.append((annotation["id"], int(task["data"]["item"]), answer))
+                break
+    found.sort()
+    return found
+
+
+# ------------------------------------------------------------------ bridge
+class Bridge:
+    """Runs active-learning rounds of one pool in one Label Studio project.
+
+    Args:
+      client: a `LabelStudioClient`.
+      model: what `ActiveSession` takes: a SavedModel path or loaded
+        SavedModel, a TF Serving URL, or an in-memory model.
+      pool: a `Pool`.
+      batch: how many tasks each round asks for (k of `select`).
+      budget: how many labels to ask for in all (skips do not count).
+      project_title: the project to create or reuse.
+      seed: the session's seed (breaks exact ties).
+      log: prints one progress line.
+    """
+
+    def __init__(self, client, model, pool, batch=10, budget=None, project_title=None,
+                 seed=0, log=print):
+        from active_learning.session import ActiveSession
+
+        if batch < 1:
+            raise ValueError(f"--batch must be >= 1, got {batch}")
+        self.client = client
+        self.model = model
+        self.pool = pool
+        self.batch = int(batch)
+        self.budget = len(pool.items) if budget is None else int(budget)
+        self.project_title = project_title or f"Active learning: {pool.description}"
+        self.seed = int(seed)
+        self.log = log
+        self._session_type = ActiveSession
+        self.project_id = None
+        self.view_id = None
+        self.task_ids = None  # pool item -> Label Studio task id
+        self.rounds = 0
+
+    # ------------------------------------------------------------- project
+    def connect(self):
+        """Creates the project, its tasks and its view, or finds them again."""
+        marker = f"pool {self.pool.fingerprint}"
+        found = [p for p in self.client.projects() if p["title"] == self.project_title]
+        if found:
+            project = found[0]
+            if marker not in (project.get("description") or ""):
+                raise ValueError(
+                    f"Label Studio project {self.project_title!r} (id {project['id']}) "
+                    f"holds another pool than {self.pool.description} ({marker}); pass "
+                    "--project=ANOTHER_TITLE, or delete that project to start over")
+            self.project_id = project["id"]
+            self.log(f"Reusing project {self.project_id} {self.project_title!r}")
+        else:
+            project = self.client.create_project(
+                title=self.project_title,
+                description=f"Tasks chosen by an active learner; {self.pool.description}; "
+                            f"{marker}",
+                label_config=label_config(self.pool),
+                # Shows the model's predictions as pre-annotations.
+                show_collab_predictions=True,
+                # One annotation per task: the model reads each label once.
+                maximum_annotations=1)
+            self.project_id = project["id"]
+            self.log(f"Created project {self.project_id} {self.project_title!r}")
+        tasks = self.client.tasks(self.project_id, fields="task_only")
+        if not tasks:
+            self.client.import_tasks(self.project_id, [
+                {"data": dict(d, item=i, **{RANK_FIELD: 0})}
+                for i, d in enumerate(self.pool.data)])
+            tasks = self.client.tasks(self.project_id, fields="task_only")
+        items = sorted(int(t["data"]["item"]) for t in tasks)
+        if items != list(range(len(self.pool.items))):
+            raise ValueError(f"project {self.project_id} holds {len(tasks)} tasks, not the "
+                             f"{len(self.pool.items)} of the pool; delete it to start over")
+        self.task_ids = {int(t["data"]["item"]): t["id"] for t in tasks}
+        views = self.client.views(self.project_id)
+        view = [v for v in views if v["data"].get("title") == VIEW_TITLE]
+        if view:
+            self.view_id = view[0]["id"]
+        else:
+            self.view_id = self.client.create_view(self.project_id, {
+                "title": VIEW_TITLE,
+                "filters": {"conjunction": "and", "items": [{
+                    "filter": f"filter:tasks:data.{RANK_FIELD}", "operator": "greater",
+                    "type": "Number", "value": 0}]},
+                "ordering": [f"tasks:data.{RANK_FIELD}"]})["id"]
+        return self
+
+    # ------------------------------------------------------------- episode
+    def _new_session(self):
+        return self._session_type(self.model, self.pool.items, seed=self.seed)
+
+    def _class_index(self, name):
+        """Classes map to indices in the order they are first submitted."""
+        if name not in self.class_indices:
+            limit = self.session.max_classes
+            if len(self.class_indices) >= limit:
+                raise ValueError(
+                    f"the class {name!r} is the {limit + 1}th distinct class, but the "
+                    f"model reads at most {limit} classes; relabel that task with a class "
+                    "used before, or use a model trained with more ways")
+            self.class_indices[name] = len(self.class_indices)
+        return self.class_indices[name]
+
+    def _label_of(self, answer):
+        if self.pool.control == "rating":
+            lo, hi = self.session.rating_range
+            return float(np.clip(answer, lo, hi))
+        return self._class_index(answer)
+
+    def rebuild(self, tasks=None):
+        """Starts the episode again from every annotation in the project."""
+        self.session = self._new_session()
+        self.class_indices = {}
+        self.seen = set()  # annotation ids already read
+        self.read(tasks)
+
+    def read(self, tasks=None):
+        """Teaches the model the annotations it has not read yet; how many."""
+        tasks = self.client.tasks(self.project_id) if tasks is None else tasks
+        new = [(a, i, x) for a, i, x in answers_in_order(tasks, self.pool.control)
+               if a not in self.seen]
+        skips = [i for _, i, x in new if x is SKIPPED]
+        labelled = [(i, self._label_of(x)) for _, i, x in new if x is not SKIPPED]
+        if skips:
+            # A skip changes no state: the model only stops considering the item.
+            self.session.skip(skips)
+        if labelled:
+            indices, labels = zip(*labelled)
+            self.session.teach(list(indices), list(labels))
+        self.seen.update(a for a, _, _ in new)
+        return len(new)
+
+    @property
+    def labelled(self):
+        return len(self.session.labeled_indices)
+
+    def current_batch(self, tasks):
+        """Pool items of the batch on offer, in rank order."""
+        ranked = [(t["data"].get(RANK_FIELD) or 0, int(t["data"]["item"])) for t in tasks]
+        return [i for r, i in sorted(ranked) if r > 0]
+
+    # --------------------------------------------------------------- write
+    def _predictions(self):
+        """Pre-annotations for the unlabelled tasks: [(item, result, score)]."""
+        left = self.session.unlabeled_indices
+        if not len(left) or not self.labelled:
+            return []  # nothing to predict from yet
+        predicted = self.session.predict()
+        out = []
+        if self.pool.control == "rating":
+            for i in left:
+                stars = int(np.clip(np.rint(predicted[i]), 1, 5))
+                out.append((int(i), [{"from_name": "rating", "to_name": "title",
+                                      "type": "rating", "value": {"rating": stars}}],
+                            None))
+            return out
+        names = list(self.class_indices)  # index order
+        for i in left:
+            p = predicted[i][:len(names)]
+            best = int(np.argmax(p))
+            kind = self.pool.control
+            value = {"choices": [names[best]]} if kind == "choices" else {"text": [names[best]]}
+            out.append((int(i), [{"from_name": "label", "to_name": "image", "type": kind,
+                                  "value": value}], float(predicted[i][best])))
+        return out
+
+    def model_version(self):
+        return f"active-learner-{self.labelled}-labels"
+
+    def write_predictions(self):
+        version = self.model_version()
+        predictions = self._predictions()
+        for old in self.client.model_versions(self.project_id) or {}:
+            if old != version:
+                self.client.delete_model_version(self.project_id, old)
+        if predictions and version not in (self.client.model_versions(self.project_id) or {}):
+            self.client.import_predictions(self.project_id, [
+                dict({"task": self.task_ids[i], "result": r, "model_version": version},
+                     **({} if s is None else {"score": s}))
+                for i, r, s in predictions])
+        if predictions:
+            # The project's model version picks which predictions pre-fill the
+            # editor (Label Studio refuses a version without predictions).
+            self.client.update_project(self.project_id, model_version=version)
+        return len(predictions)
+
+    def offer(self, items, tasks):
+        """Puts `items` (in this order) into the view; takes the rest out."""
+        rank = {int(i): r for r, i in enumerate(items, 1)}
+        for task in tasks:
+            item = int(task["data"]["item"])
+            want = rank.get(item, 0)
+            if (task["data"].get(RANK_FIELD) or 0) != want:
+                data = {k: v for k, v in task["data"].items()}
+                data[RANK_FIELD] = want
+                self.client.update_task(task["id"], data)
+
+    # ---------------------------------------------------------------- loop
+    def step(self):
+        """One poll: "waiting", "asked" (a new batch is on offer) or "done"."""
+        tasks = self.client.tasks(self.project_id)
+        answered = {i for _, i, _ in answers_in_order(tasks, self.pool.control)}
+        pending = [i for i in self.current_batch(tasks) if i not in answered]
+        if pending:
+            return "waiting"
+        self.read(tasks)
+        k = min(self.batch, self.budget - self.labelled, len(self.session.unlabeled_indices))
+        if k <= 0:
+            self.write_predictions()
+            self.offer([], tasks)
+            return "done"
+        started = time.monotonic()
+        items = [int(i) for i in self.session.query(k)]
+        count = self.write_predictions()
+        self.offer(items, tasks)
+        self.rounds += 1
+        self.last_offer = items
+        self.log(f"Round {self.rounds}: {self.labelled} labels read; asking for "
+                 f"{len(items)} (pool items {items}); {count} pre-annotations; "
+                 f"{time.monotonic() - started:.1f}s")
+        return "asked"
+
+    def run(self, poll_seconds=2.0, max_rounds=None):
+        """Polls until the budget is spent, the pool is used up, or max_rounds."""
+        self.rebuild()
+        if self.labelled:
+            self.log(f"Resumed: {self.labelled} labels and "
+                     f"{len(self.session.skipped_indices)} skips read from the project")
+        while True:
+            state = self.step()
+            if state == "done":
+                self.log(f"Done: {self.labelled} labels.")
+                return
+            if state == "asked" and max_rounds is not None and self.rounds >= max_rounds:
+                # Stop after offering: the last batch stays on offer for a restart.
+                return
+            time.sleep(poll_seconds)
+
+
+# -------------------------------------------------------------------- main
+def read_token(token_file=None, environ=os.environ):
+    """The API token from `--token_file` or `$LABEL_STUDIO_API_KEY`."""
+    if token_file:
+        try:
+            with open(token_file, encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as e:
+            raise ValueError(f"--token_file={token_file}: cannot read it ({e.strerror})") \
+                from None
+        if not token:
+            raise ValueError(f"--token_file={token_file} is empty")
+        return token
+    token = environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise ValueError(f"no Label Studio token: set ${TOKEN_ENV} or pass --token_file=PATH "
+                         "(Label Studio: Account & Settings -> Access Token)")
+    return token
+
+
+def main(argv=None):
+    """Entry point: `python -m export.label_studio --pool=... --model=... --url=...`."""
+    from absl import app, flags
+
+    flags.DEFINE_string("pool", None, "omniglot:DIR, folder:DIR or movielens:DIR.")
+    flags.DEFINE_string("model", None, "SavedModel path (base or version directory) or "
+                        "TF Serving URL http://HOST:PORT/v1/models/NAME.")
+    flags.DEFINE_string("vocabulary", None, "For a movielens pool with a REST --model: a "
+                        "SavedModel whose movieIds to choose from.")
+    flags.DEFINE_string("url", "http://localhost:8080", "Label Studio address.")
+    flags.DEFINE_bool("allow_insecure_http", False, "Allow plain http:// to a host other "
+                      "than this machine.")
+    flags.DEFINE_string("token_file", None, f"File holding the API token (default: "
+                        f"${TOKEN_ENV}).")
+    flags.DEFINE_string("project", None, "Project title to create or reuse.")
+    flags.DEFINE_integer("batch", 10, "Tasks per round (k of select).")
+    flags.DEFINE_integer("budget", None, "Labels to ask for in all (default: the pool).")
+    flags.DEFINE_integer("ways", 5, "omniglot: characters in the pool.")
+    flags.DEFINE_integer("items_per_class", 5, "omniglot: drawings per character.")
+    flags.DEFINE_string("alphabets", None, "omniglot: comma-separated alphabets to draw "
+                        "from (default: all).")
+    flags.DEFINE_integer("pool_size", 50, "movielens: movies in the pool.")
+    flags.DEFINE_integer("seed", 0, "Seeds the pool and the session.")
+    flags.DEFINE_float("poll_seconds", 2.0, "Seconds between looks at the project.")
+    flags.DEFINE_integer("rounds", None, "Stop after offering this many batches.")
+    flags.mark_flags_as_required(["pool", "model"])
+    FLAGS = flags.FLAGS
+
+    def run(unused_argv):
+        def log(line):
+            print(line, flush=True)
+
+        try:
+            url = check_url(FLAGS.url, FLAGS.allow_insecure_http)
+            token = read_token(FLAGS.token_file)
+            import active_learning  # noqa: F401  (quiets TensorFlow's start-up banner)
+            import tensorflow as tf
+
+            from active_learning.session import resolve_saved_model
+
+            model, vocabulary = FLAGS.model, None
+            if not FLAGS.model.startswith(("http://", "https://")):
+                model = tf.saved_model.load(resolve_saved_model(FLAGS.model))
+                vocabulary = getattr(model, "vocabulary", None)
+            elif FLAGS.vocabulary:
+                loaded = tf.saved_model.load(resolve_saved_model(FLAGS.vocabulary))
+                vocabulary = getattr(loaded, "vocabulary", None)
+            if vocabulary is not None:
+                vocabulary = vocabulary.numpy()
+            image_size = 28
+            pool = load_pool(FLAGS.pool, image_size, FLAGS.ways, FLAGS.items_per_class,
+                             FLAGS.alphabets, FLAGS.pool_size, FLAGS.seed, vocabulary)
+            client = LabelStudioClient(url, token)
+            client.wait_until_up(30)
+            bridge = Bridge(client, model, pool, FLAGS.batch, FLAGS.budget, FLAGS.project,
+                            FLAGS.seed, log).connect()
+            log(f"Open {url}/projects/{bridge.project_id}/data?tab={bridge.view_id} and "
+                f"press 'Label All Tasks' to label the model's picks.")
+            bridge.run(FLAGS.poll_seconds, FLAGS.rounds)
+        except (OSError, ValueError, LabelStudioError) as e:
+            print(f"label_studio: {e}", file=sys.stderr, flush=True)
+            return 1
+        except KeyboardInterrupt:
+            log("Stopped; run the same command again to continue.")
+        return 0
+
+    app.run(run, argv=argv)
+
+
+if __name__ == "__main__":
+    main()
