@@ -7,9 +7,10 @@
 Each round the bridge asks the model (`ActiveSession.query(k=--batch)`, the
 SavedModel's or TF Serving's `select`) which items a person should label
 next, and puts exactly those, in the model's order, into a Data Manager tab
-"Next batch (active learner)": the tab filters on the task field
-`batch_rank` (1 = first, 0 = not asked now) and sorts by it, and Label
-Studio's "Label All Tasks" button in that tab walks the tasks in that order.
+"Next batch": the tab filters on the task field `batch_rank` (1 = first,
+0 = not asked now) and sorts by it. In that tab, "Label Tasks As Displayed"
+(the arrow beside "Label All Tasks") walks exactly those tasks in that order;
+Label Studio 1.23's plain "Label All Tasks" ignores a tab's filters.
 When every task of the batch has a submitted (or skipped) annotation, the
 bridge feeds the labels to `observe` in the order they were submitted,
 writes the model's predictions for the still-unlabelled tasks back as
@@ -55,10 +56,14 @@ import numpy as np
 from export.label_studio_api import LabelStudioClient, LabelStudioError, check_url
 
 TOKEN_ENV = "LABEL_STUDIO_API_KEY"  # the name label-studio-sdk reads too
-VIEW_TITLE = "Next batch (active learner)"
+VIEW_TITLE = "Next batch"
 RANK_FIELD = "batch_rank"
-_FROM_NAME = {"choices": "label", "textarea": "label", "rating": "rating"}
-_TO_NAME = {"image": "image", "text": "title"}
+_HIDDEN_COLUMNS = (
+    "inner_id", "annotators", "annotations_results", "annotations_ids",
+    "predictions_results", "predictions_model_versions", "file_upload",
+    "storage_filename", "created_at", "updated_at", "updated_by", "avg_lead_time",
+    "draft_exists", "comment_count", "last_comment_updated_at",
+    "unresolved_comment_count", "comment_authors", "total_predictions")
 
 
 # -------------------------------------------------------------------- pools
@@ -353,7 +358,10 @@ class Bridge:
                 "filters": {"conjunction": "and", "items": [{
                     "filter": f"filter:tasks:data.{RANK_FIELD}", "operator": "greater",
                     "type": "Number", "value": 0}]},
-                "ordering": [f"tasks:data.{RANK_FIELD}"]})["id"]
+                "ordering": [f"tasks:data.{RANK_FIELD}"],
+                # Leaves the columns an annotator needs in view.
+                "hiddenColumns": {"explore": [f"tasks:{c}" for c in _HIDDEN_COLUMNS],
+                                  "labeling": []}})["id"]
         return self
 
     # ------------------------------------------------------------- episode
@@ -486,9 +494,8 @@ class Bridge:
         self.offer(items, tasks)
         self.rounds += 1
         self.last_offer = items
-        self.log(f"Round {self.rounds}: {self.labelled} labels read; asking for "
-                 f"{len(items)} (pool items {items}); {count} pre-annotations; "
-                 f"{time.monotonic() - started:.1f}s")
+        self.log(f"After {self.labelled} labels: asking for {len(items)} (pool items "
+                 f"{items}); {count} pre-annotations; {time.monotonic() - started:.1f}s")
         return "asked"
 
     def run(self, poll_seconds=2.0, max_rounds=None):
@@ -585,7 +592,8 @@ def main(argv=None):
             bridge = Bridge(client, model, pool, FLAGS.batch, FLAGS.budget, FLAGS.project,
                             FLAGS.seed, log).connect()
             log(f"Open {url}/projects/{bridge.project_id}/data?tab={bridge.view_id} and "
-                f"press 'Label All Tasks' to label the model's picks.")
+                "choose 'Label Tasks As Displayed' (the arrow beside 'Label All Tasks') "
+                "to label the model's picks in its order.")
             bridge.run(FLAGS.poll_seconds, FLAGS.rounds)
         except (OSError, ValueError, LabelStudioError) as e:
             print(f"label_studio: {e}", file=sys.stderr, flush=True)
