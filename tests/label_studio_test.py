@@ -215,6 +215,42 @@ def test_a_model_over_rest_offers_the_same_tasks(server, loaded, pool):
         serving.close()
 
 
+def test_ratings_pool_with_a_star_control(server, tmp_path):
+    movies = SHARED_DATA / "movielens" / "ml-latest-small"
+    if not movies.is_dir():
+        pytest.skip("../shared/data/movielens/ml-latest-small is not present")
+    path = export_lib.export_model_dir(os.path.join(REPO, "models", "movielens"),
+                                       str(tmp_path))
+    model = tf.saved_model.load(path)
+    pool = bridge_lib.load_pool(f"movielens:{movies}", pool_size=12, seed=0,
+                                vocabulary=model.vocabulary.numpy())
+    assert pool.control == "rating" and all(d["title"] for d in pool.data)
+    client = LabelStudioClient(server.url, server.token)
+    bridge = bridge_lib.Bridge(client, model, pool, batch=3, project_title="ratings",
+                               log=lambda line: None)
+    bridge.connect().rebuild()
+    assert bridge.step() == "asked"
+    sig = model.signatures
+    episode = dict(sig["begin"](support=tf.constant(pool.items[None], tf.int64)))
+    episode = dict(embeddings=episode["embeddings"], state=episode["state"],
+                   labels=tf.zeros([1, len(pool.items)]),
+                   labeled=tf.zeros([1, len(pool.items)], tf.int32))
+    top_k = sig["select"](**episode, k=tf.constant(3))["top_k"].numpy()[0].tolist()
+    round1 = offered(client, bridge)
+    assert round1 == top_k
+    tasks = {int(t["data"]["item"]): t["id"] for t in client.tasks(bridge.project_id)}
+    for item, stars in zip(round1, (5, 2, 4)):
+        client.annotate(tasks[item], [{"from_name": "rating", "to_name": "title",
+                                       "type": "rating", "value": {"rating": stars}}])
+    assert bridge.step() == "asked"
+    assert bridge.session.labels.tolist() == [5.0, 2.0, 4.0]
+    shown = predictions_by_item(client, bridge)
+    stars = [p[0]["result"][0]["value"]["rating"] for i, p in shown.items()
+             if i not in round1]
+    assert len(stars) == len(pool.items) - 3 and all(1 <= s <= 5 for s in stars)
+    assert all(shown[i] == [] for i in round1)
+
+
 def test_another_pool_in_the_project_is_refused(server, loaded, pool):
     client = LabelStudioClient(server.url, server.token)
     bridge_lib.Bridge(client, loaded, pool, project_title="one pool",
