@@ -58,6 +58,7 @@ from export.label_studio_api import LabelStudioClient, LabelStudioError, check_u
 TOKEN_ENV = "LABEL_STUDIO_API_KEY"  # the name label-studio-sdk reads too
 VIEW_TITLE = "Next batch"
 RANK_FIELD = "batch_rank"
+MAX_TITLE = 50  # Label Studio refuses longer project titles
 _HIDDEN_COLUMNS = (
     "inner_id", "annotators", "annotations_results", "annotations_ids",
     "predictions_results", "predictions_model_versions", "file_upload",
@@ -79,6 +80,7 @@ class Pool:
         as they come) or "rating".
       class_names: the Choices values (None otherwise).
       description: one line naming the source.
+      name: a short name for the default project title.
       truth: ground-truth class names or ratings when the source has them
         (tests and demos use them; never sent to Label Studio).
     """
@@ -89,6 +91,7 @@ class Pool:
     class_names: list = None
     description: str = ""
     truth: list = None
+    name: str = "pool"
 
     @property
     def fingerprint(self):
@@ -149,9 +152,11 @@ def _folder_pool(path, image_size):
     images = np.stack([_read_image(f, image_size) for f in files])
     data = [{"image": image_data_url(im), "file": os.path.relpath(f, path)}
             for im, f in zip(images, files)]
+    name = os.path.basename(os.path.normpath(path))
     if classes:
-        return Pool(images, data, "choices", classes, f"folder {path}", truth)
-    return Pool(images, data, "textarea", None, f"folder {path} (classes not known)", None)
+        return Pool(images, data, "choices", classes, f"folder {path}", truth, name)
+    return Pool(images, data, "textarea", None, f"folder {path} (classes not known)", None,
+                name)
 
 
 def _omniglot_pool(path, ways, items_per_class, alphabets, seed):
@@ -184,7 +189,7 @@ def _omniglot_pool(path, ways, items_per_class, alphabets, seed):
     task_data = [{"image": image_data_url(im)} for im in images]
     return Pool(images, task_data, "choices", sorted(names),
                 f"omniglot {path}: {ways} characters x {items_per_class} drawings, seed {seed}",
-                truth)
+                truth, f"Omniglot {ways}x{items_per_class} seed {seed}")
 
 
 def _movielens_pool(path, vocabulary, pool_size, seed):
@@ -202,7 +207,8 @@ def _movielens_pool(path, vocabulary, pool_size, seed):
                          "SavedModel path, or --vocabulary=SAVED_MODEL with a REST --model")
     ids = choose_pool(vocabulary, titles, pool_size, seed, popularity)
     return Pool(ids, [{"title": titles[int(m)], "movieId": int(m)} for m in ids], "rating",
-                None, f"movielens {path}: {len(ids)} movies, seed {seed}")
+                None, f"movielens {path}: {len(ids)} movies, seed {seed}", None,
+                f"MovieLens {len(ids)} movies seed {seed}")
 
 
 def load_pool(spec, image_size=28, ways=5, items_per_class=5, alphabets=None,
@@ -302,7 +308,10 @@ class Bridge:
         self.pool = pool
         self.batch = int(batch)
         self.budget = len(pool.items) if budget is None else int(budget)
-        self.project_title = project_title or f"Active learning: {pool.description}"
+        self.project_title = project_title or f"Active learning: {pool.name}"[:MAX_TITLE]
+        if len(self.project_title) > MAX_TITLE:
+            raise ValueError(f"--project={self.project_title!r} is longer than the "
+                             f"{MAX_TITLE} characters Label Studio allows for a title")
         self.seed = int(seed)
         self.log = log
         self._session_type = ActiveSession

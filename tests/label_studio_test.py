@@ -321,6 +321,12 @@ def test_label_configs_parse_and_name_their_controls(tmp_path):
         bridge_lib.load_pool(f"folder:{tmp_path / 'nowhere'}")
 
 
+def test_a_title_label_studio_would_refuse_is_named(pool):
+    with pytest.raises(ValueError, match="--project=.*longer than the 50 characters"):
+        bridge_lib.Bridge(None, None, pool, project_title="x" * 51)
+    assert len(bridge_lib.Bridge(None, None, pool).project_title) <= 50
+
+
 def test_answers_are_read_in_submission_order():
     def task(item, *annotations):
         return {"data": {"item": item}, "annotations": list(annotations)}
