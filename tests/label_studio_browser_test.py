@@ -56,7 +56,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 def chromium():
     path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which(
         "chromium-browser")
-    if not path:
+    if not path or not os.access(path, os.X_OK):
         pytest.skip("Chromium is not installed (apt-get install chromium, or set $CHROMIUM)")
     try:
         import playwright.sync_api  # noqa: F401
