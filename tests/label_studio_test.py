@@ -251,6 +251,36 @@ def test_ratings_pool_with_a_star_control(server, tmp_path):
     assert all(shown[i] == [] for i in round1)
 
 
+def test_classes_not_known_in_advance_are_typed(server, loaded, pool, tmp_path):
+    from PIL import Image
+
+    # A flat folder: no class names to offer, so the person types them.
+    for i, image in enumerate(pool.items[:10]):
+        Image.fromarray((255 * (1 - image)).astype(np.uint8)).save(tmp_path / f"{i:02d}.png")
+    flat = bridge_lib.load_pool(f"folder:{tmp_path}")
+    assert flat.control == "textarea"
+    np.testing.assert_allclose(flat.items, pool.items[:10], atol=1 / 255)
+    client = LabelStudioClient(server.url, server.token)
+    bridge = bridge_lib.Bridge(client, loaded, flat, batch=3, project_title="typed",
+                               log=lambda line: None)
+    bridge.connect().rebuild()
+    assert bridge.step() == "asked"
+    round1 = offered(client, bridge)
+    tasks = {int(t["data"]["item"]): t["id"] for t in client.tasks(bridge.project_id)}
+    typed = {round1[0]: " Zeta ", round1[1]: "alpha", round1[2]: "Zeta"}
+    for item in round1:
+        client.annotate(tasks[item], [{"from_name": "label", "to_name": "image",
+                                       "type": "textarea",
+                                       "value": {"text": [typed[item]]}}])
+    assert bridge.step() == "asked"
+    # Indices in the order the names first came: Zeta 0, alpha 1.
+    assert bridge.class_indices == {"Zeta": 0, "alpha": 1}
+    assert bridge.session.labels.tolist() == [0, 1, 0]
+    shown = predictions_by_item(client, bridge)
+    texts = {p[0]["result"][0]["value"]["text"][0] for i, p in shown.items() if p}
+    assert texts <= {"Zeta", "alpha"} and texts
+
+
 def test_another_pool_in_the_project_is_refused(server, loaded, pool):
     client = LabelStudioClient(server.url, server.token)
     bridge_lib.Bridge(client, loaded, pool, project_title="one pool",
