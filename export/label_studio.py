@@ -491,20 +491,21 @@ class Bridge:
         pending = [i for i in self.current_batch(tasks) if i not in answered]
         if pending:
             return "waiting"
+        started = time.monotonic()
         self.read(tasks)
         k = min(self.batch, self.budget - self.labelled, len(self.session.unlabeled_indices))
         if k <= 0:
             self.write_predictions()
             self.offer([], tasks)
             return "done"
-        started = time.monotonic()
         items = [int(i) for i in self.session.query(k)]
         count = self.write_predictions()
         self.offer(items, tasks)
         self.rounds += 1
         self.last_offer = items
         self.log(f"After {self.labelled} labels: asking for {len(items)} (pool items "
-                 f"{items}); {count} pre-annotations; {time.monotonic() - started:.1f}s")
+                 f"{items}); {count} pre-annotations; {time.monotonic() - started:.1f}s "
+                 "to read the answers and choose")
         return "asked"
 
     def run(self, poll_seconds=2.0, max_rounds=None):

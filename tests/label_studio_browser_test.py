@@ -12,7 +12,8 @@ in, are the SavedModel's `select` output for the labels submitted so far (in
 submission order); the editor shows the model's prediction ticked from round
 2 on and it is the `predict` output; the pre-annotations change after each
 round; after the restart no task is asked twice. Screenshots of a round go
-to docs/figures/ (`label_studio_*.png`); the time from the last Submit of a
+to `$LABEL_STUDIO_FIGURES` (docs/figures for the docs, else a temporary
+folder) as `label_studio_*.png`; the time from the last Submit of a
 round to the next batch in the tab is printed (`pytest -s`).
 
 Needs Chromium (Debian's `chromium`, or `$CHROMIUM`), Playwright from PyPI
@@ -45,7 +46,9 @@ from tests.label_studio_server import running_label_studio
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_DIR = os.path.join(REPO, "models", "omniglot_5way_1shot_mass")
-FIGURES = os.path.join(REPO, "docs", "figures")
+# Screenshots go to tmp unless asked for: a test run should not dirty the
+# checkout. `LABEL_STUDIO_FIGURES=docs/figures` refreshes the docs' ones.
+FIGURES_ENV = "LABEL_STUDIO_FIGURES"
 BATCH, ROUNDS = 5, 3
 POOL_ARGS = dict(ways=5, items_per_class=5, alphabets="Greek,Sanskrit", seed=3)
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -136,6 +139,8 @@ def test_three_rounds_in_a_browser_with_a_restart(setup, tmp_path):
     from playwright.sync_api import sync_playwright
 
     server, executable, export_path = setup
+    figures = os.path.join(REPO, os.environ.get(FIGURES_ENV) or str(tmp_path))
+    os.makedirs(figures, exist_ok=True)
     client = LabelStudioClient(server.url, server.token)
     token_file = tmp_path / "token"
     token_file.write_text(server.token)
@@ -194,7 +199,7 @@ def test_three_rounds_in_a_browser_with_a_restart(setup, tmp_path):
                 probabilities = ref.predict()  # what the pre-annotations should say
                 known = list(names)
                 if round_number == 2:
-                    page.screenshot(path=os.path.join(FIGURES, "label_studio_batch.png"))
+                    page.screenshot(path=os.path.join(figures, "label_studio_batch.png"))
                 if round_number > 1:
                     shown_scores.append({i: p[0]["score"] for i, p in predictions.items()
                                          if p})
@@ -222,7 +227,7 @@ def test_three_rounds_in_a_browser_with_a_restart(setup, tmp_path):
                         best = int(np.argmax(probabilities[item][:len(known)]))
                         assert guess == known[best]
                         if round_number == 2 and position == 0:
-                            page.screenshot(path=os.path.join(FIGURES,
+                            page.screenshot(path=os.path.join(figures,
                                                               "label_studio_task.png"))
                     truth = pool.truth[item]
                     page.get_by_text(truth).click()  # its label, as a person would
