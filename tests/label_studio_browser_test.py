@@ -264,4 +264,5 @@ def test_three_rounds_in_a_browser_with_a_restart(setup, tmp_path):
     final = {item_of[t["id"]]: t for t in client.tasks(project["id"])}
     assert all(final[i]["annotations"] for i in asked)
     print(f"\nseconds from the last Submit of a round to the next batch: "
-          f"{', '.join(f'{t:.1f}' for t in round_times)}")
+          f"{', '.join(f'{t:.1f}' for t in round_times)}; the bridge's share:")
+    print("\n".join(line for line in output.splitlines() if "to read the answers" in line))
