@@ -7,8 +7,8 @@
 Each round the bridge asks the model (`ActiveSession.query(k=--batch)`, the
 SavedModel's or TF Serving's `select`) which items a person should label
 next, and puts exactly those, in the model's order, into a Data Manager tab
-"Next batch": the tab filters on the task field `batch_rank` (1 = first,
-0 = not asked now) and sorts by it. In that tab, "Label Tasks As Displayed"
+"Next batch": the tab shows the unanswered tasks with a positive task field
+`batch_rank` (1 = first, 0 = not asked now), sorted by it. In that tab, "Label Tasks As Displayed"
 (the arrow beside "Label All Tasks") walks exactly those tasks in that order;
 Label Studio 1.23's plain "Label All Tasks" ignores a tab's filters.
 When every task of the batch has a submitted (or skipped) annotation, the
@@ -364,9 +364,16 @@ class Bridge:
         else:
             self.view_id = self.client.create_view(self.project_id, {
                 "title": VIEW_TITLE,
-                "filters": {"conjunction": "and", "items": [{
-                    "filter": f"filter:tasks:data.{RANK_FIELD}", "operator": "greater",
-                    "type": "Number", "value": 0}]},
+                # On offer and not answered yet: a submitted or skipped task
+                # leaves the tab, so the bridge need not reset its rank (each
+                # task update costs Label Studio a third of a second).
+                "filters": {"conjunction": "and", "items": [
+                    {"filter": f"filter:tasks:data.{RANK_FIELD}", "operator": "greater",
+                     "type": "Number", "value": 0},
+                    {"filter": "filter:tasks:total_annotations", "operator": "equal",
+                     "type": "Number", "value": 0},
+                    {"filter": "filter:tasks:cancelled_annotations", "operator": "equal",
+                     "type": "Number", "value": 0}]},
                 "ordering": [f"tasks:data.{RANK_FIELD}"],
                 # Leaves the columns an annotator needs in view.
                 "hiddenColumns": {"explore": [f"tasks:{c}" for c in _HIDDEN_COLUMNS],
@@ -423,7 +430,7 @@ class Bridge:
         return len(self.session.labeled_indices)
 
     def current_batch(self, tasks):
-        """Pool items of the batch on offer, in rank order."""
+        """Pool items with a rank, in rank order (answered ones may linger)."""
         ranked = [(t["data"].get(RANK_FIELD) or 0, int(t["data"]["item"])) for t in tasks]
         return [i for r, i in sorted(ranked) if r > 0]
 
@@ -473,11 +480,17 @@ class Bridge:
         return len(predictions)
 
     def offer(self, items, tasks):
-        """Puts `items` (in this order) into the view; takes the rest out."""
+        """Puts `items` (in this order) into the view; takes the rest out.
+
+        Answered tasks keep their old rank: the tab leaves them out anyway.
+        """
         rank = {int(i): r for r, i in enumerate(items, 1)}
+        answered = {i for _, i, _ in answers_in_order(tasks, self.pool.control)}
         for task in tasks:
             item = int(task["data"]["item"])
             want = rank.get(item, 0)
+            if item in answered and not want:
+                continue
             if (task["data"].get(RANK_FIELD) or 0) != want:
                 data = {k: v for k, v in task["data"].items()}
                 data[RANK_FIELD] = want
