@@ -299,8 +299,6 @@ class Bridge:
 
     def __init__(self, client, model, pool, batch=10, budget=None, project_title=None,
                  seed=0, log=print):
-        from active_learning.session import ActiveSession
-
         if batch < 1:
             raise ValueError(f"--batch must be >= 1, got {batch}")
         self.client = client
@@ -314,11 +312,10 @@ class Bridge:
                              f"{MAX_TITLE} characters Label Studio allows for a title")
         self.seed = int(seed)
         self.log = log
-        self._session_type = ActiveSession
         self.project_id = None
         self.view_id = None
         self.task_ids = None  # pool item -> Label Studio task id
-        self.rounds = 0
+        self.rounds = 0  # batches offered by this run
 
     # ------------------------------------------------------------- project
     def connect(self):
@@ -382,7 +379,9 @@ class Bridge:
 
     # ------------------------------------------------------------- episode
     def _new_session(self):
-        return self._session_type(self.model, self.pool.items, seed=self.seed)
+        from active_learning.session import ActiveSession  # TensorFlow: only when used
+
+        return ActiveSession(self.model, self.pool.items, seed=self.seed)
 
     def _class_index(self, name):
         """Classes map to indices in the order they are first submitted."""
@@ -515,7 +514,6 @@ class Bridge:
         count = self.write_predictions()
         self.offer(items, tasks)
         self.rounds += 1
-        self.last_offer = items
         self.log(f"After {self.labelled} labels: asking for {len(items)} (pool items "
                  f"{items}); {count} pre-annotations; {time.monotonic() - started:.1f}s "
                  "to read the answers and choose")
