@@ -1,7 +1,7 @@
 """Puts a trained active learner behind Label Studio: the model picks, people label.
 
     export LABEL_STUDIO_API_KEY=...            # or --token_file=PATH
-    python -m export.label_studio --pool=omniglot:../shared/data/omniglot \\
+    python -m export.label_studio --pool=omniglot:data/omniglot \\
         --model=/abs/exports/omniglot --url=http://localhost:8080 --batch=5 --budget=15
 
 Each round the bridge asks the model (`ActiveSession.query(k=--batch)`, the
@@ -17,19 +17,22 @@ writes the model's predictions for the still-unlabelled tasks back as
 pre-annotations (with the predicted class's probability as score), and
 asks for the next batch, until `--budget` labels are in or nothing is left.
 
-Pools (`--pool`):
-  omniglot:DIR   `--ways` characters x `--items_per_class` drawings drawn
-                 (seeded) from an Omniglot folder (as the trainers read it),
-                 optionally from `--alphabets`; class names are the
-                 characters ("Greek/character03"): a Choices control.
-  folder:DIR     images; `DIR/<class>/<image>` gives known class names (a
-                 Choices control), a flat `DIR/<image>` gives classes not
-                 known in advance: a text field where the person types a
-                 class name. Either way names map to the model's class
-                 indices in the order they are first submitted.
+Pools (`--pool`), read with the trainers' data layer
+(`active_learning.data.readers`, docs/own_data.md):
+  omniglot:DIR, folder:DIR (class subfolders), npz:PATH, tfds:NAME, or a
+                 bare path: `--ways` classes x `--items_per_class` items,
+                 drawn (seeded) from `--groups` (Omniglot alphabets, parent
+                 folders) if given; the class names are known, so a Choices
+                 control lists them ("Greek/character03").
+  folder:DIR     with the images directly in DIR (no class subfolders): the
+                 classes are not known in advance, so a text field takes a
+                 class name, new or seen before.
   movielens:DIR  ratings: `--pool_size` movies of movies.csv that the model
                  knows (most rated first when ratings.csv is there), shown
                  by title with a 1-5 star Rating control.
+Class names map to the model's class indices in the order they are first
+submitted. `--invert` reads dark drawings on light paper as ink = 1, for
+models trained that way on folder or npz data (Omniglot is read so already).
 
 Resuming: the bridge keeps no state of its own. On start it rebuilds the
 episode from the project: every submitted annotation is read again, in
@@ -73,16 +76,16 @@ class Pool:
     """What the bridge puts in front of people.
 
     Attributes:
-      items: what the model reads: images `[P, H, W]` in [0, 1] with ink = 1,
-        or movieIds `[P]`.
+      items: what the model reads: images `[P, H, W, C]` in [0, 1], or
+        movieIds `[P]`.
       data: one Label Studio task data dict per item (without bookkeeping).
       control: "choices" (known class names), "textarea" (classes typed
         as they come) or "rating".
       class_names: the Choices values (None otherwise).
       description: one line naming the source.
+      truth: ground-truth class names when the source has them (tests and
+        demos use them; never sent to Label Studio).
       name: a short name for the default project title.
-      truth: ground-truth class names or ratings when the source has them
-        (tests and demos use them; never sent to Label Studio).
     """
 
     items: np.ndarray
@@ -101,95 +104,95 @@ class Pool:
         return digest.hexdigest()[:16]
 
 
-def image_data_url(image):
-    """A PNG data URL of an ink = 1 image `[H, W]` (dark strokes on white).
+def image_data_url(image, ink=False):
+    """A PNG data URL of an image `[H, W(, C)]` in [0, 1].
 
-    Data URLs need no file storage and work offline: the browser decodes
-    them itself, so Label Studio needs no access to the pool's folder.
+    `ink`: the pixels are ink = 1 (Omniglot's convention, or `--invert`), so
+    the picture shows 1 - pixel: dark strokes on white, as drawn. Data URLs
+    need no file storage and work offline: the browser decodes them itself,
+    so Label Studio needs no access to the pool's files.
     """
     from PIL import Image
 
-    pixels = np.clip(255.0 * (1.0 - np.asarray(image, np.float32)), 0, 255)
+    image = np.asarray(image, np.float32)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if ink:
+        image = 1.0 - image
+    pixels = np.clip(np.rint(255.0 * image), 0, 255).astype(np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(pixels.astype(np.uint8), "L").save(buffer, "PNG")
+    Image.fromarray(pixels, "L" if pixels.ndim == 2 else "RGB").save(buffer, "PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _read_image(path, size):
-    from PIL import Image
+def _flat_folder(path):
+    """Image files directly in `path` (no class subfolders), or None."""
+    from active_learning.data import decoding
 
-    with Image.open(path) as image:
-        grey = image.convert("L")
-        if grey.size != (size, size):
-            if grey.size[0] != grey.size[1]:
-                raise ValueError(f"{path}: the model reads square images; this one is "
-                                 f"{grey.size[0]}x{grey.size[1]}")
-            grey = grey.resize((size, size), Image.BOX)
-        return 1.0 - np.asarray(grey, np.float32) / 255.0
-
-
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-
-
-def _folder_pool(path, image_size):
     if not os.path.isdir(path):
         raise FileNotFoundError(f"--pool=folder:{path}: no such directory")
-    entries = sorted(os.listdir(path))
-    classes = [e for e in entries if os.path.isdir(os.path.join(path, e))]
-    files, truth = [], []
-    if classes:
-        for name in classes:
-            for f in sorted(os.listdir(os.path.join(path, name))):
-                if f.lower().endswith(_IMAGE_SUFFIXES):
-                    files.append(os.path.join(path, name, f))
-                    truth.append(name)
-    else:
-        files = [os.path.join(path, f) for f in entries if f.lower().endswith(_IMAGE_SUFFIXES)]
-        truth = None
+    entries = sorted(e for e in os.listdir(path) if not e.startswith("."))
+    if any(os.path.isdir(os.path.join(path, e)) for e in entries):
+        return None
+    files = [os.path.join(path, e) for e in entries
+             if e.lower().endswith(decoding.IMAGE_SUFFIXES)]
     if not files:
-        raise ValueError(f"--pool=folder:{path} holds no images ({', '.join(_IMAGE_SUFFIXES)}) "
-                         "directly or in class subfolders")
-    images = np.stack([_read_image(f, image_size) for f in files])
-    data = [{"image": image_data_url(im), "file": os.path.relpath(f, path)}
+        raise ValueError(f"--pool=folder:{path} holds no images "
+                         f"({', '.join(decoding.IMAGE_SUFFIXES)}), directly or in class "
+                         "subfolders")
+    return files
+
+
+def _unlabelled_folder_pool(path, files, image_size, channels, invert):
+    from active_learning.data import decoding
+
+    images = []
+    for f in files:
+        with open(f, "rb") as handle:
+            images.append(decoding.decode_image(handle.read(), f, channels, image_size,
+                                                invert))
+    images = np.stack(images).astype(np.float32)
+    data = [{"image": image_data_url(im, invert), "file": os.path.relpath(f, path)}
             for im, f in zip(images, files)]
-    name = os.path.basename(os.path.normpath(path))
-    if classes:
-        return Pool(images, data, "choices", classes, f"folder {path}", truth, name)
     return Pool(images, data, "textarea", None, f"folder {path} (classes not known)", None,
-                name)
+                os.path.basename(os.path.normpath(path)))
 
 
-def _omniglot_pool(path, ways, items_per_class, alphabets, seed):
-    from active_learning.data import omniglot
+def _class_pool(spec, image_size, channels, invert, ways, items_per_class, groups, seed):
+    """`ways` classes x `items_per_class` items of any classification data spec."""
+    from active_learning.data import readers
 
-    data = omniglot.load_omniglot(path)
-    chars = np.arange(data.num_characters)
-    if alphabets:
-        wanted = [a.strip() for a in alphabets.split(",") if a.strip()]
-        unknown = sorted(set(wanted) - set(data.alphabets))
+    data = readers.load_class_data(spec, image_size=image_size, image_channels=channels,
+                                   invert=invert)
+    if data.kind != "image":
+        raise ValueError(f"--pool={spec}: {data.kind} items have nothing to show an "
+                         "annotator; the bridge takes images or movies")
+    classes = np.arange(len(data.class_names))
+    if groups:
+        wanted = [g.strip() for g in groups.split(",") if g.strip()]
+        unknown = sorted(set(wanted) - set(data.groups))
         if unknown:
-            raise ValueError(f"--alphabets names {unknown}, not in {path}; it has "
-                             f"{list(data.alphabet_names)}")
-        chars = chars[np.isin(np.asarray(data.alphabets), wanted)]
-    if ways > len(chars):
-        raise ValueError(f"--ways={ways} but only {len(chars)} characters are available")
-    drawings = data.images.shape[1]
-    if items_per_class > drawings:
-        raise ValueError(f"--items_per_class={items_per_class} but a character has "
-                         f"{drawings} drawings")
+            raise ValueError(f"--groups names {unknown}, not in {spec}; it has "
+                             f"{sorted(set(data.groups))[:20]}")
+        classes = classes[np.isin(np.asarray(data.groups), wanted)]
+    classes = classes[data.class_counts[classes] >= items_per_class]
+    if ways > len(classes):
+        raise ValueError(f"--ways={ways} but only {len(classes)} classes of {spec} have "
+                         f"--items_per_class={items_per_class} items")
     rng = np.random.default_rng(seed)
-    picked = rng.choice(chars, ways, replace=False)
-    pairs = [(c, d) for c in picked for d in rng.choice(drawings, items_per_class,
-                                                        replace=False)]
+    picked = rng.choice(classes, ways, replace=False)
+    rows = [(c, int(data.class_starts[c]) + int(j)) for c in picked
+            for j in rng.choice(int(data.class_counts[c]), items_per_class, replace=False)]
     # The model reads the pool as a sequence and was trained on shuffled pools.
-    pairs = [pairs[i] for i in rng.permutation(len(pairs))]
-    images = np.stack([data.images[c, d] for c, d in pairs]).astype(np.float32)
-    names = [data.characters[c] for c in picked]
-    truth = [data.characters[c] for c, _ in pairs]
-    task_data = [{"image": image_data_url(im)} for im in images]
-    return Pool(images, task_data, "choices", sorted(names),
-                f"omniglot {path}: {ways} characters x {items_per_class} drawings, seed {seed}",
-                truth, f"Omniglot {ways}x{items_per_class} seed {seed}")
+    rows = [rows[i] for i in rng.permutation(len(rows))]
+    images = np.stack([data.items[r] for _, r in rows]).astype(np.float32)
+    names = [data.class_names[c] for c in picked]
+    truth = [data.class_names[c] for c, _ in rows]
+    kind = spec.partition(":")[0] if ":" in spec else "data"
+    return Pool(images, [{"image": image_data_url(im, data.ink)} for im in images],
+                "choices", sorted(names),
+                f"{spec}: {ways} classes x {items_per_class} items, seed {seed}", truth,
+                f"{kind} {ways}x{items_per_class} seed {seed}")
 
 
 def _movielens_pool(path, vocabulary, pool_size, seed):
@@ -211,18 +214,31 @@ def _movielens_pool(path, vocabulary, pool_size, seed):
                 f"MovieLens {len(ids)} movies seed {seed}")
 
 
-def load_pool(spec, image_size=28, ways=5, items_per_class=5, alphabets=None,
-              pool_size=50, seed=0, vocabulary=None):
-    """Reads `--pool=KIND:PATH` (see the module docstring)."""
+def load_pool(spec, image_size=28, image_channels=1, ways=5, items_per_class=5,
+              groups=None, pool_size=50, seed=0, vocabulary=None, invert=False):
+    """Reads `--pool` (see the module docstring) for a model of that input size."""
     kind, sep, path = spec.partition(":")
-    if not sep or kind not in ("omniglot", "folder", "movielens"):
-        raise ValueError(f"--pool={spec!r}: expected omniglot:DIR, folder:DIR or "
-                         "movielens:DIR")
-    if kind == "folder":
-        return _folder_pool(path, image_size)
-    if kind == "omniglot":
-        return _omniglot_pool(path, ways, items_per_class, alphabets, seed)
-    return _movielens_pool(path, vocabulary, pool_size, seed)
+    if sep and kind == "movielens":
+        return _movielens_pool(path, vocabulary, pool_size, seed)
+    if sep and kind == "folder":
+        files = _flat_folder(path)
+        if files is not None:
+            return _unlabelled_folder_pool(path, files, image_size, image_channels, invert)
+    return _class_pool(spec, image_size, image_channels, invert, ways, items_per_class,
+                       groups, seed)
+
+
+def model_metadata(model):
+    """The `metadata` signature of a loaded SavedModel or a TF Serving URL."""
+    if isinstance(model, str):
+        from export.client import RestClient
+
+        return RestClient(model).metadata()
+    import tensorflow as tf
+
+    out = model.signatures["metadata"](dummy=tf.constant(0))
+    return {k: (v.numpy().decode() if v.dtype == tf.string else v.numpy().item())
+            for k, v in out.items()}
 
 
 def label_config(pool):
@@ -573,10 +589,12 @@ def main(argv=None):
     flags.DEFINE_string("project", None, "Project title to create or reuse.")
     flags.DEFINE_integer("batch", 10, "Tasks per round (k of select).")
     flags.DEFINE_integer("budget", None, "Labels to ask for in all (default: the pool).")
-    flags.DEFINE_integer("ways", 5, "omniglot: characters in the pool.")
-    flags.DEFINE_integer("items_per_class", 5, "omniglot: drawings per character.")
-    flags.DEFINE_string("alphabets", None, "omniglot: comma-separated alphabets to draw "
-                        "from (default: all).")
+    flags.DEFINE_integer("ways", 5, "Classes in an image pool.")
+    flags.DEFINE_integer("items_per_class", 5, "Items per class in an image pool.")
+    flags.DEFINE_string("groups", None, "Comma-separated groups (Omniglot alphabets, "
+                        "parent folders) to draw the classes from (default: all).")
+    flags.DEFINE_bool("invert", False, "Images: 1 - pixel (dark drawings on light "
+                      "paper as ink = 1); Omniglot is read so already.")
     flags.DEFINE_integer("pool_size", 50, "movielens: movies in the pool.")
     flags.DEFINE_integer("seed", 0, "Seeds the pool and the session.")
     flags.DEFINE_float("poll_seconds", 2.0, "Seconds between looks at the project.")
@@ -605,9 +623,11 @@ def main(argv=None):
                 vocabulary = getattr(loaded, "vocabulary", None)
             if vocabulary is not None:
                 vocabulary = vocabulary.numpy()
-            image_size = 28
-            pool = load_pool(FLAGS.pool, image_size, FLAGS.ways, FLAGS.items_per_class,
-                             FLAGS.alphabets, FLAGS.pool_size, FLAGS.seed, vocabulary)
+            meta = model_metadata(model)
+            pool = load_pool(FLAGS.pool, int(meta.get("image_size", 28)),
+                             int(meta.get("image_channels", 1)), FLAGS.ways,
+                             FLAGS.items_per_class, FLAGS.groups, FLAGS.pool_size,
+                             FLAGS.seed, vocabulary, FLAGS.invert)
             client = LabelStudioClient(url, token)
             client.wait_until_up(30)
             bridge = Bridge(client, model, pool, FLAGS.batch, FLAGS.budget, FLAGS.project,

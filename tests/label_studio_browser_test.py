@@ -41,7 +41,7 @@ import tensorflow as tf
 from export import label_studio as bridge_lib
 from export import saved_model as export_lib
 from export.label_studio_api import LabelStudioClient
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHIPPED_DATA
 from tests.label_studio_server import running_label_studio
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,7 +50,7 @@ MODEL_DIR = os.path.join(REPO, "models", "omniglot_5way_1shot_mass")
 # checkout. `LABEL_STUDIO_FIGURES=docs/figures` refreshes the docs' ones.
 FIGURES_ENV = "LABEL_STUDIO_FIGURES"
 BATCH, ROUNDS = 5, 3
-POOL_ARGS = dict(ways=5, items_per_class=5, alphabets="Greek,Sanskrit", seed=3)
+POOL_ARGS = dict(ways=5, items_per_class=5, groups="Greek,Sanskrit", seed=3)
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -105,7 +105,7 @@ class Reference:
 
     def __init__(self, loaded, items):
         self.sig = loaded.signatures
-        self.items = tf.constant(items[None, ..., None], tf.float32)
+        self.items = tf.constant(items[None], tf.float32)
         out = self.sig["begin"](support=self.items)
         self.episode = dict(embeddings=out["embeddings"], state=out["state"],
                             labels=tf.fill([1, len(items)], -1),
@@ -127,8 +127,6 @@ class Reference:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     executable = chromium()
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is not present beside the checkout")
     with running_label_studio() as server:
         export_dir = str(tmp_path_factory.mktemp("export"))
         path = export_lib.export_model_dir(MODEL_DIR, export_dir)
@@ -145,10 +143,10 @@ def test_three_rounds_in_a_browser_with_a_restart(setup, tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text(server.token)
     token_file.chmod(0o600)
-    omniglot = str(SHARED_DATA / "omniglot")
+    omniglot = str(SHIPPED_DATA / "omniglot")
     args = [f"--pool=omniglot:{omniglot}", f"--ways={POOL_ARGS['ways']}",
             f"--items_per_class={POOL_ARGS['items_per_class']}",
-            f"--alphabets={POOL_ARGS['alphabets']}", f"--seed={POOL_ARGS['seed']}",
+            f"--groups={POOL_ARGS['groups']}", f"--seed={POOL_ARGS['seed']}",
             f"--model={export_path}", f"--url={server.url}", f"--token_file={token_file}",
             f"--batch={BATCH}", f"--budget={BATCH * ROUNDS}", "--poll_seconds=0.5",
             "--project=Omniglot in the browser"]

@@ -29,7 +29,7 @@ import tensorflow as tf
 from export import label_studio as bridge_lib
 from export import saved_model as export_lib
 from export.label_studio_api import LabelStudioClient, LabelStudioError, check_url
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, SHIPPED_DATA
 from tests.label_studio_server import running_label_studio
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,7 +43,7 @@ class Reference:
 
     def __init__(self, loaded, items):
         self.sig = loaded.signatures
-        out = self.sig["begin"](support=tf.constant(items[None, ..., None], tf.float32))
+        out = self.sig["begin"](support=tf.constant(items[None], tf.float32))
         self.embeddings, self.state = out["embeddings"], out["state"]
         self.labels = tf.fill([1, len(items)], -1)
         self.labeled = tf.zeros([1, len(items)], tf.int32)
@@ -63,7 +63,7 @@ class Reference:
 
     def predict(self, items):
         out = self.sig["predict"](**self._episode(),
-                                  queries=tf.constant(items[None, ..., None], tf.float32))
+                                  queries=tf.constant(items[None], tf.float32))
         return out["probabilities"].numpy()[0]
 
 
@@ -82,10 +82,8 @@ def loaded(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pool():
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is not present beside the checkout")
-    return bridge_lib.load_pool(f"omniglot:{SHARED_DATA / 'omniglot'}", ways=5,
-                                items_per_class=5, alphabets="Greek,Sanskrit", seed=3)
+    return bridge_lib.load_pool(f"omniglot:{SHIPPED_DATA / 'omniglot'}", ways=5,
+                                items_per_class=5, groups="Greek,Sanskrit", seed=3)
 
 
 def choose(name):
@@ -256,8 +254,9 @@ def test_classes_not_known_in_advance_are_typed(server, loaded, pool, tmp_path):
 
     # A flat folder: no class names to offer, so the person types them.
     for i, image in enumerate(pool.items[:10]):
-        Image.fromarray((255 * (1 - image)).astype(np.uint8)).save(tmp_path / f"{i:02d}.png")
-    flat = bridge_lib.load_pool(f"folder:{tmp_path}")
+        drawing = np.rint(255 * (1 - image[..., 0])).astype(np.uint8)  # dark on white
+        Image.fromarray(drawing).save(tmp_path / f"{i:02d}.png")
+    flat = bridge_lib.load_pool(f"folder:{tmp_path}", invert=True)
     assert flat.control == "textarea"
     np.testing.assert_allclose(flat.items, pool.items[:10], atol=1 / 255)
     client = LabelStudioClient(server.url, server.token)
@@ -285,7 +284,7 @@ def test_another_pool_in_the_project_is_refused(server, loaded, pool):
     client = LabelStudioClient(server.url, server.token)
     bridge_lib.Bridge(client, loaded, pool, project_title="one pool",
                       log=lambda line: None).connect()
-    other = bridge_lib.load_pool(f"omniglot:{SHARED_DATA / 'omniglot'}", ways=5,
+    other = bridge_lib.load_pool(f"omniglot:{SHIPPED_DATA / 'omniglot'}", ways=5,
                                  items_per_class=5, seed=4)
     with pytest.raises(ValueError, match="holds another pool.*--project"):
         bridge_lib.Bridge(client, loaded, other, project_title="one pool",
@@ -333,10 +332,12 @@ def test_label_configs_parse_and_name_their_controls(tmp_path):
             Image.new("L", (105, 105), 255).save(tmp_path / "classes" / name / f"{j}.png")
     (tmp_path / "flat").mkdir()
     Image.new("L", (28, 28), 0).save(tmp_path / "flat" / "x.png")
-    known = bridge_lib.load_pool(f"folder:{tmp_path / 'classes'}")
+    known = bridge_lib.load_pool(f"folder:{tmp_path / 'classes'}", ways=2,
+                                 items_per_class=2, invert=True)
     assert known.control == "choices" and known.class_names == ["a", "b"]
-    assert known.items.shape == (4, 28, 28) and known.items.max() == 0.0  # white: no ink
-    flat = bridge_lib.load_pool(f"folder:{tmp_path / 'flat'}")
+    assert known.items.shape == (4, 28, 28, 1) and known.items.max() == 0.0  # white: no ink
+    assert sorted(known.truth) == ["a", "a", "b", "b"]
+    flat = bridge_lib.load_pool(f"folder:{tmp_path / 'flat'}", invert=True)
     assert flat.control == "textarea" and flat.items.min() == 1.0  # black: all ink
     assert flat.data[0]["image"].startswith("data:image/png;base64,")
     choices = ET.fromstring(bridge_lib.label_config(known))
@@ -345,8 +346,8 @@ def test_label_configs_parse_and_name_their_controls(tmp_path):
     rating = bridge_lib.Pool(np.array([1, 2]), [{"title": "A"}, {"title": "B"}], "rating")
     assert ET.fromstring(bridge_lib.label_config(rating)).find("Rating").get(
         "maxRating") == "5"
-    with pytest.raises(ValueError, match="omniglot:DIR, folder:DIR or movielens:DIR"):
-        bridge_lib.load_pool("images/")
+    with pytest.raises(ValueError, match="--ways=3 but only 2 classes"):
+        bridge_lib.load_pool(f"folder:{tmp_path / 'classes'}", ways=3, items_per_class=2)
     with pytest.raises(FileNotFoundError, match="folder:.*no such directory"):
         bridge_lib.load_pool(f"folder:{tmp_path / 'nowhere'}")
 
