@@ -11,7 +11,7 @@ wraps, documented at https://api.labelstud.io.
 
 Authentication: a legacy API token (`Authorization: Token ...`) or a
 personal access token (a JWT refresh token, exchanged at
-`/api/token/refresh` for short-lived access tokens, renewed on HTTP 401).
+`/api/token/refresh/` for short-lived access tokens, renewed on HTTP 401).
 The token is never logged: `repr()` and every error message leave it out.
 """
 
@@ -97,7 +97,7 @@ class LabelStudioClient:
         if not _looks_like_jwt(self._token):
             return f"Token {self._token}"
         if self._access is None or renew:
-            answer = self._send("POST", "/api/token/refresh", {"refresh": self._token},
+            answer = self._send("POST", "/api/token/refresh/", {"refresh": self._token},
                                 authorization=None)
             self._access = answer["access"]
         return f"Bearer {self._access}"

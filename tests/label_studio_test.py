@@ -297,6 +297,16 @@ def test_a_refused_token_says_where_to_get_one(server):
         client.projects()
 
 
+def test_a_personal_access_token_works(server):
+    # A personal access token, as the web page's Account & Settings makes one.
+    legacy = LabelStudioClient(server.url, server.token)
+    personal = legacy.request("POST", "/api/token/", {})["token"]
+    client = LabelStudioClient(server.url, personal)
+    titles = {p["title"] for p in client.projects()}
+    assert titles == {p["title"] for p in legacy.projects()}
+    assert personal not in repr(client)
+
+
 # --------------------------------------------------- without the server
 def test_plain_http_only_to_this_machine():
     assert check_url("http://localhost:8080/") == "http://localhost:8080"
