@@ -30,7 +30,12 @@ setuptools.setup(
         "tensorboard>=2.20,<2.22",
     ],
     # pytest-xdist: the suite runs in two processes (.ci/run), about 30% faster on 2 cores.
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3"]},
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3"],
+        # The Label Studio bridge (export/label_studio.py) and its browser test.
+        # The server itself goes in its own venv: scripts/install_label_studio.sh.
+        "label_studio": ["pillow>=9", "playwright>=1.40"],
+    },
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
