@@ -133,6 +133,28 @@ class OwnRatingsTest(unittest.TestCase):
                                     "item ids unknown to the model vocabulary"):
             sig["begin"](support=tf.constant([["sku-0001", "no-such-item"]]))
 
+    def test_elicitation_demo_takes_a_titles_table_and_string_ids(self):
+        from active_learning.session import ActiveSession  # pylint: disable=g-import-not-at-top
+        from export import elicit  # pylint: disable=g-import-not-at-top
+        titles_path = os.path.join(self.tmp.name, "items.csv")
+        products = sorted(self.table["product"].unique())
+        with open(titles_path, "w") as f:
+            f.write("product,name\n" + "".join(f"{p},Item {p}\n" for p in products))
+        _, loaded, titles, pool = elicit.prepare(
+            self.export, f"csv:{titles_path}", pool_size=10, seed=1,
+            title_item_col="product", title_col="name")
+        self.assertEqual(len(pool), 10)
+        self.assertTrue(set(pool.tolist()) <= set(products))
+        session = ActiveSession(loaded, pool, seed=0)
+        answers, lines = iter(["8", "s", "3"]), []
+        rated = elicit.elicit(session, titles, budget=2, read=lambda prompt: next(answers),
+                              write=lines.append)
+        self.assertEqual(sorted(rated.values()), [3.0, 8.0])
+        self.assertTrue(set(rated) <= set(products))
+        predicted = elicit.report(session, titles, write=lines.append)
+        self.assertEqual(len(predicted), 8)   # 10 in the pool, 2 rated
+        self.assertTrue(all(1.0 <= r <= 10.0 for _, r in predicted))
+
     def test_evaluation_rebuilds_the_same_items_from_the_run_config(self):
         loaded = evaluation.load_evaluation_model(self.model_dir)
         data_dir = evaluation.resolve_data_dir(None, loaded.run_config, self.model_dir)
