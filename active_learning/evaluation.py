@@ -436,7 +436,9 @@ def movielens_episodes(run_config, data_dir, vocabulary=None, latent_factors_pat
     from active_learning.data import ratings_reader  # pylint: disable=g-import-not-at-top
     reader = dict(run_config.get("reader") or {})
     reader.pop("source", None)
-    reader.pop("kind", None)
+    kind = reader.pop("kind", None)
+    if kind in ratings_reader.TABLE_KINDS and ratings_reader.parse_source(data_dir)[0] != kind:
+        data_dir = f"{kind}:{data_dir}"  # --data_dir=PATH for a run trained on kind:PATH
     ratings = ratings_reader.load_ratings(data_dir, **reader)
     seed = _run_value(run_config, "seed", (run_config.get("train_config") or {}).get("seed", 0))
     prep = dict(run_config.get("prep") or {})
