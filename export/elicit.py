@@ -140,7 +140,7 @@ def report(session, titles, write=print):
 
 
 def prepare(export_dir, movies, version=None, ratings=None, pool_size=50, seed=0,
-            title_item_col="movieId", title_col="title"):
+            title_item_col="movieId", title_col="title", ratings_item_col="movieId"):
     """Loads the model and chooses the pool: (path, loaded, titles, pool).
 
     Raises OSError or ValueError with a message for the person at the
@@ -166,7 +166,7 @@ def prepare(export_dir, movies, version=None, ratings=None, pool_size=50, seed=0
         titles = movielens.load_movie_titles(movies)
     popularity = None
     if ratings:
-        counts = movielens.read_ratings_file(ratings)["movie_id"].value_counts()
+        counts = ratings_reader.item_counts(ratings, ratings_item_col)
         popularity = {_key(k): int(v) for k, v in counts.items()}
     pool = choose_pool(loaded.vocabulary.numpy(), titles, pool_size, seed, popularity)
     return path, loaded, titles, pool
@@ -183,8 +183,10 @@ def main(argv=None):
                         "csv:PATH / tsv:PATH / parquet:PATH, a table of your items' titles.")
     flags.DEFINE_string("title_item_col", "movieId", "Item id column of a titles table.")
     flags.DEFINE_string("title_col", "title", "Title column of a titles table.")
-    flags.DEFINE_string("ratings", None, "Optional ratings.csv: ask about the most rated "
-                        "movies first.")
+    flags.DEFINE_string("ratings_item_col", "movieId", "Item id column of a --ratings table "
+                        "(csv:/tsv:/parquet:).")
+    flags.DEFINE_string("ratings", None, "Optional ratings.csv (or csv:/tsv:/parquet: table): "
+                        "ask about the most rated items first.")
     flags.DEFINE_integer("pool_size", 50, "How many movies to choose from.")
     flags.DEFINE_integer("budget", 10, "How many ratings to ask for at most.")
     flags.DEFINE_integer("seed", 0, "Seeds the pool and the session.")
@@ -196,7 +198,8 @@ def main(argv=None):
             path, loaded, titles, pool = prepare(
                 FLAGS.export_dir, FLAGS.movies, version=FLAGS.version,
                 ratings=FLAGS.ratings, pool_size=FLAGS.pool_size, seed=FLAGS.seed,
-                title_item_col=FLAGS.title_item_col, title_col=FLAGS.title_col)
+                title_item_col=FLAGS.title_item_col, title_col=FLAGS.title_col,
+                ratings_item_col=FLAGS.ratings_item_col)
         except (OSError, ValueError) as e:
             print(f"elicit: {e}", file=sys.stderr, flush=True)
             return 1

@@ -142,9 +142,12 @@ class OwnRatingsTest(unittest.TestCase):
             f.write("product,name\n" + "".join(f"{p},Item {p}\n" for p in products))
         _, loaded, titles, pool = elicit.prepare(
             self.export, f"csv:{titles_path}", pool_size=10, seed=1,
-            title_item_col="product", title_col="name")
+            title_item_col="product", title_col="name", ratings=f"csv:{self.data}",
+            ratings_item_col="product")
+        # The pool is the ten most-rated products of the ratings table.
+        counts = self.table["product"].value_counts()
         self.assertEqual(len(pool), 10)
-        self.assertTrue(set(pool.tolist()) <= set(products))
+        self.assertGreaterEqual(counts[list(pool)].min(), counts.sort_values().iloc[-10])
         session = ActiveSession(loaded, pool, seed=0)
         answers, lines = iter(["8", "s", "3"]), []
         rated = elicit.elicit(session, titles, budget=2, read=lambda prompt: next(answers),

@@ -320,6 +320,26 @@ def load_ratings(source, user_col="userId", item_col="movieId", rating_col="rati
                       rating_max=rating_max)
 
 
+def item_counts(source, item_col, sep=None, encoding="utf-8"):
+    """{item id: number of rows} of a table or GroupLens source (popularity)."""
+    from active_learning.data import grouplens  # Imports this module.
+    kind, path = parse_source(source)
+    if kind == "grouplens":
+        ids = grouplens.read_ratings_file(path)["movie_id"].to_numpy() \
+            if os.path.isfile(path) else grouplens.load_grouplens(path)["movie_id"].to_numpy()
+    elif kind in TABLE_KINDS:
+        frame, _ = _read_table_frame(path, kind, [item_col], sep, encoding)
+        if item_col not in frame.columns:
+            raise RatingsFormatError(
+                f"{path}: no column {item_col!r}; the columns are "
+                f"{', '.join(repr(str(c)) for c in frame.columns)}.")
+        ids = ids_array([str(v).strip() for v in frame[item_col].tolist()])
+    else:
+        raise ValueError(f"item counts come from a table or a GroupLens file, not {source!r}")
+    values, counts = np.unique(ids, return_counts=True)
+    return dict(zip(values.tolist(), counts.tolist()))
+
+
 def read_item_titles(path, item_col, title_col, sep=None, encoding="utf-8"):
     """Item id -> title from a CSV/TSV/Parquet table (for the demo and sessions)."""
     from active_learning.data import grouplens  # Imports this module.
