@@ -3,7 +3,7 @@
     model_dir/
       model_config.json   the ModelConfig that builds the model
       run_config.json     how it was trained (task, data, episode shape, flags)
-      vocabulary.npz      ratings task: the movieId of each item index
+      vocabulary.npz      ratings task: the item id (int64 or str) of each item index
       checkpoints/        full training state (model, optimizer, step, sampler
                           RNG), tf.train.CheckpointManager, newest last
       best/               the checkpoint with the best validation metric
@@ -71,7 +71,9 @@ def load_model_config(model_dir) -> ModelConfig:
 def save_vocabulary(model_dir, movie_ids):
     path = os.path.join(model_dir, VOCABULARY)
     tmp = path + ".tmp.npz"
-    np.savez(tmp, movie_ids=np.asarray(movie_ids, np.int64))
+    # int64 ids (MovieLens) or str ids (any ratings table), never pickled.
+    ids = np.asarray(movie_ids)
+    np.savez(tmp, movie_ids=ids.astype(np.int64) if ids.dtype.kind in "iu" else ids.astype(str))
     os.replace(tmp, path)
 
 

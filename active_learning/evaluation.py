@@ -327,21 +327,25 @@ def resolve_data_dir(data_dir, run_config, model_path):
     """
     if data_dir:
         return data_dir
-    spec = run_config.get("data")
-    if spec and not spec.startswith("omniglot:"):
+    if run_config.get("dataset") == "classification":
         return None
     recorded = run_config.get("data_dir")
     if not recorded:
         raise ValueError(f"{model_path} records no data_dir; pass --data_dir")
-    if recorded.startswith("tfds") or os.path.isabs(recorded):
+    # A ratings table is recorded as kind:PATH (csv:, tsv:, parquet:); the
+    # path part is resolved like a folder.
+    kind, sep, rest = recorded.partition(":")
+    prefix, path = (kind + sep, rest) if sep and kind in ("csv", "tsv", "parquet") \
+        else ("", recorded)
+    if recorded.startswith("tfds") or os.path.isabs(path):
         return recorded
     for base in (os.getcwd(), os.path.dirname(os.path.abspath(model_path))):
-        candidate = os.path.normpath(os.path.join(base, recorded))
+        candidate = os.path.normpath(os.path.join(base, path))
         if os.path.exists(candidate):
-            return candidate
-    shipped = data_paths.resolve_data_dir(recorded)
+            return prefix + candidate
+    shipped = data_paths.resolve_data_dir(path)
     if os.path.exists(shipped):
-        return shipped
+        return prefix + shipped
     raise FileNotFoundError(
         f"the data_dir {recorded!r} recorded by {model_path} was not found relative to "
         f"{os.getcwd()} or the model directory; pass --data_dir")
@@ -387,8 +391,8 @@ def class_episodes(run_config, data_dir=None, cache_dir=None):
     from active_learning.data import omniglot  # pylint: disable=g-import-not-at-top
     from active_learning.data import readers  # pylint: disable=g-import-not-at-top
     from active_learning.data import splits  # pylint: disable=g-import-not-at-top
-    spec = run_config.get("data")
-    if spec and not spec.startswith("omniglot:"):
+    spec = run_config.get("data") if run_config.get("dataset") == "classification" else None
+    if spec:
         if data_dir:
             spec = f"{readers.parse_spec(spec)[0]}:{data_dir}"
         options = run_config.get("data_options") or {}
@@ -430,11 +434,11 @@ class MovieLensEpisodes:
     item_scores: np.ndarray
 
     def make_sampler(self, split, seed):
-        from active_learning.data import movielens  # pylint: disable=g-import-not-at-top
+        from active_learning.data import ratings_episodes  # pylint: disable=g-import-not-at-top
         users = self.data.split(split)
 
         def make():
-            return movielens.EpisodeSampler(users, self.data.support_size,
+            return ratings_episodes.EpisodeSampler(users, self.data.support_size,
                                             self.data.query_size,
                                             seed=episode_seed(seed, split))
         return make
@@ -448,30 +452,40 @@ def _run_value(run_config, key, default):
 
 
 def movielens_episodes(run_config, data_dir, vocabulary=None, latent_factors_path=None):
-    """Re-prepares the run's MovieLens users (same filtering, same user split).
+    """Re-prepares the run's users (same source, columns, filters, user split).
 
-    The movie vocabulary must equal the model's (`vocabulary.npz`): that is
-    the check that the data and the filtering are the ones it was trained on.
+    Works for every ratings run: `run_config["reader"]` and `["prep"]` (what
+    `trainers.ratings` records) give the columns, scale and filters; older
+    MovieLens runs without them get the MovieLens defaults. The item
+    vocabulary must equal the model's (`vocabulary.npz`): that is the check
+    that the data and the filtering are the ones it was trained on.
     """
     from active_learning.data import latent_factors  # pylint: disable=g-import-not-at-top
-    from active_learning.data import movielens  # pylint: disable=g-import-not-at-top
-    ratings = movielens.load_ratings(data_dir)
+    from active_learning.data import ratings_prep  # pylint: disable=g-import-not-at-top
+    from active_learning.data import ratings_reader  # pylint: disable=g-import-not-at-top
+    reader = dict(run_config.get("reader") or {})
+    reader.pop("source", None)
+    kind = reader.pop("kind", None)
+    if kind in ratings_reader.TABLE_KINDS and ratings_reader.parse_source(data_dir)[0] != kind:
+        data_dir = f"{kind}:{data_dir}"  # --data_dir=PATH for a run trained on kind:PATH
+    ratings = ratings_reader.load_ratings(data_dir, **reader)
     seed = _run_value(run_config, "seed", (run_config.get("train_config") or {}).get("seed", 0))
-    data = movielens.prepare(
-        ratings, num_movies=_run_value(run_config, "num_movies", 4000),
-        num_users=_run_value(run_config, "num_users", 6000),
-        support_size=_run_value(run_config, "support_size", 50),
-        query_size=_run_value(run_config, "query_size", 10), seed=seed)
+    prep = dict(run_config.get("prep") or {})
+    prep.setdefault("seed", seed)
+    for key, default in (("num_movies", 4000), ("num_users", 6000), ("support_size", 50),
+                         ("query_size", 10)):
+        prep.setdefault(key, _run_value(run_config, key, default))
+    data = ratings_prep.prepare(ratings, **prep)
     if vocabulary is not None and not np.array_equal(np.asarray(vocabulary), data.movie_ids):
         raise ValueError(
-            f"the movies kept from {data_dir} ({data.num_movies}) are not the model's "
-            f"vocabulary ({len(vocabulary)} movies): other data or filtering than the run "
+            f"the items kept from {data_dir} ({data.num_movies}) are not the model's "
+            f"vocabulary ({len(vocabulary)} items): other data or filtering than the run "
             "was trained with")
     factors = None
     if latent_factors_path and os.path.exists(latent_factors_path):
         factors = latent_factors.load_latent_factors(latent_factors_path,
                                                      movie_ids=data.movie_ids)
-    return MovieLensEpisodes(data, factors, movielens.popularity_entropy(data))
+    return MovieLensEpisodes(data, factors, ratings_prep.popularity_entropy(data))
 
 
 # ---------------------------------------------------------------------------

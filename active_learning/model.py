@@ -51,6 +51,7 @@ class ActiveMatchingNetwork(keras.Model):
         self.context_encoder = al_layers.ContextEncoder(c.units, c.embed_dim, name="context")
         self.reader = al_layers.Reader(c.units, c.task, max_classes=c.max_classes,
                                        rating_center=0.5 * (c.rating_min + c.rating_max),
+                                       rating_min=c.rating_min, rating_max=c.rating_max,
                                        name="reader")
         self.controller = al_layers.Controller(c.units, name="controller")
         self.selector = al_layers.Selector(c.embed_dim, c.units,

@@ -83,10 +83,11 @@ class _Backend:
                                  f"was trained on; got shape {items.shape}")
             return items
         items = np.asarray(items)
-        if items.ndim != 1 or (items.size and items.dtype.kind not in "iu"):
-            raise ValueError(f"{what} must be a 1-D array of integer item ids; got "
-                             f"shape {items.shape} dtype {items.dtype}")
-        return items.astype(np.int64)
+        if items.ndim != 1 or (items.size and items.dtype.kind not in "iuUSO"):
+            raise ValueError(f"{what} must be a 1-D array of integer or string item ids; "
+                             f"got shape {items.shape} dtype {items.dtype}")
+        # String ids (ratings tables with string item ids) stay strings.
+        return items.astype(str) if items.dtype.kind in "USO" else items.astype(np.int64)
 
 
 class _ModelBackend(_Backend):
@@ -106,11 +107,11 @@ class _ModelBackend(_Backend):
         if vocabulary is not None:
             if c.task != "regression":
                 raise ValueError("a vocabulary only applies to a ratings model")
-            vocabulary = np.asarray(vocabulary, np.int64)
+            vocabulary = np.asarray(vocabulary)
             if vocabulary.shape != (c.num_items,):
                 raise ValueError(f"the vocabulary holds {vocabulary.shape} ids but the "
                                  f"model has num_items={c.num_items}")
-            self._index = {int(m): i for i, m in enumerate(vocabulary)}
+            self._index = {_id_key(m): i for i, m in enumerate(vocabulary.tolist())}
         self._num_items = c.num_items
 
     def _model_items(self, items):
@@ -125,11 +126,13 @@ class _ModelBackend(_Backend):
                 items = flat.reshape(items.shape[:2] + (size, size, self.image_channels))
             return tf.constant(items, tf.float32)
         if self._index is not None:
-            unknown = sorted({int(i) for i in items.ravel()} - set(self._index))
+            keys = [_id_key(i) for i in items.ravel().tolist()]
+            unknown = sorted(set(keys) - set(self._index), key=str)
             if unknown:
-                raise ValueError(f"movieIds unknown to the model's vocabulary: {unknown[:20]}")
-            items = np.vectorize(self._index.__getitem__, otypes=[np.int64])(items)
-        elif items.size and (items.min() < 0 or items.max() >= self._num_items):
+                raise ValueError(f"item ids unknown to the model's vocabulary: {unknown[:20]}")
+            items = np.asarray([self._index[k] for k in keys], np.int64).reshape(items.shape)
+        elif items.size and (items.dtype.kind not in "iu" or items.min() < 0
+                             or items.max() >= self._num_items):
             raise ValueError(f"item indices must lie in 0..{self._num_items - 1} (pass "
                              "vocabulary= to use movieIds)")
         return tf.constant(items, tf.int32)
@@ -162,6 +165,15 @@ class _ModelBackend(_Backend):
                             self._model_items(inputs["queries"])).numpy()
             return {"probabilities" if self.task == "classification" else "ratings": out}
         raise ValueError(f"unknown step {name!r}")
+
+
+def _id_key(value):
+    """A vocabulary key: int for integer ids, str for string ids."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    return str(value)
 
 
 def resolve_saved_model(path):

@@ -3,6 +3,8 @@
     python -m export.elicit --export_dir=BASE [--version=N] \\
         --movies=PATH/movies.csv [--ratings=PATH/ratings.csv] \\
         [--pool_size=50] [--budget=10] [--seed=0]
+    python -m export.elicit --export_dir=BASE --movies=csv:items.csv \\
+        --title_item_col=product --title_col=name     # your own items' titles
 
 Loads an exported ratings model (`python -m export.saved_model`), picks a
 pool of movies that its vocabulary knows and `movies.csv` names (the most
@@ -22,6 +24,15 @@ SKIP = "skip"
 QUIT = "quit"
 
 
+def _key(item_id):
+    """An item id as a titles key: int for integer ids, str for string ids."""
+    if isinstance(item_id, bytes):
+        return item_id.decode("utf-8")
+    if isinstance(item_id, (int, np.integer)):
+        return int(item_id)
+    return str(item_id)
+
+
 def choose_pool(vocabulary, titles, pool_size=50, seed=0, popularity=None):
     """MovieIds to ask about: known to the model and titled, seeded order.
 
@@ -38,17 +49,18 @@ def choose_pool(vocabulary, titles, pool_size=50, seed=0, popularity=None):
       sequence and was trained on shuffled pools).
     """
     rng = np.random.default_rng(seed)
-    candidates = np.asarray(sorted(int(m) for m in vocabulary if int(m) in titles), np.int64)
+    keys = sorted(k for k in (_key(m) for m in vocabulary) if k in titles)
+    candidates = np.asarray(keys, np.int64 if keys and isinstance(keys[0], int) else str)
     if candidates.size == 0:
         raise ValueError("no movie of the model's vocabulary appears in the movies file")
     size = min(int(pool_size), candidates.size)
     if popularity is not None:
-        counts = np.asarray([popularity.get(int(m), 0) for m in candidates])
+        counts = np.asarray([popularity.get(_key(m), 0) for m in candidates])
         order = np.lexsort((rng.random(candidates.size), -counts))
         pool = candidates[order[:size]]
     else:
         pool = rng.choice(candidates, size, replace=False)
-    return rng.permutation(pool).astype(np.int64)
+    return rng.permutation(pool)
 
 
 def parse_rating(text, rating_min=0.5, rating_max=5.0):
@@ -89,7 +101,7 @@ def elicit(session, titles, budget=10, read=input, write=print):
     rated = {}
     while len(rated) < budget and session.unlabeled_indices.size:
         (index,) = session.query(1)
-        title = titles[int(pool[index])]
+        title = titles[_key(pool[index])]
         while True:
             try:
                 answer = read(f"[{len(rated) + 1}/{budget}] {title} -- your rating "
@@ -108,7 +120,7 @@ def elicit(session, titles, budget=10, read=input, write=print):
             session.skip(index)
         else:
             session.teach(index, value)
-            rated[int(pool[index])] = value
+            rated[_key(pool[index])] = value
     return rated
 
 
@@ -118,16 +130,17 @@ def report(session, titles, write=print):
     predictions = session.predict()
     rated = set(session.labeled_indices.tolist())
     rest = [i for i in range(len(pool)) if i not in rated]
-    rest.sort(key=lambda i: (-predictions[i], titles[int(pool[i])]))
+    rest.sort(key=lambda i: (-predictions[i], titles[_key(pool[i])]))
     if not rated:
         write("No ratings given: these predictions are the model's prior.")
     write("Predicted ratings for the movies you did not rate, best first:")
     for i in rest:
-        write(f"  {predictions[i]:4.2f}  {titles[int(pool[i])]}")
-    return [(int(pool[i]), float(predictions[i])) for i in rest]
+        write(f"  {predictions[i]:4.2f}  {titles[_key(pool[i])]}")
+    return [(_key(pool[i]), float(predictions[i])) for i in rest]
 
 
-def prepare(export_dir, movies, version=None, ratings=None, pool_size=50, seed=0):
+def prepare(export_dir, movies, version=None, ratings=None, pool_size=50, seed=0,
+            title_item_col="movieId", title_col="title", ratings_item_col="movieId"):
     """Loads the model and chooses the pool: (path, loaded, titles, pool).
 
     Raises OSError or ValueError with a message for the person at the
@@ -138,7 +151,7 @@ def prepare(export_dir, movies, version=None, ratings=None, pool_size=50, seed=0
     import active_learning  # noqa: F401  (quiets TensorFlow's start-up banner)
     import tensorflow as tf
 
-    from active_learning.data import movielens
+    from active_learning.data import movielens, ratings_reader
     from active_learning.session import resolve_saved_model
 
     path = os.path.join(export_dir, str(version)) if version is not None else export_dir
@@ -146,11 +159,15 @@ def prepare(export_dir, movies, version=None, ratings=None, pool_size=50, seed=0
     loaded = tf.saved_model.load(path)
     if not hasattr(loaded, "vocabulary"):
         raise ValueError(f"{path} is not a ratings model (it has no movieId vocabulary)")
-    titles = movielens.load_movie_titles(movies)
+    if ratings_reader.parse_source(movies)[0] in ratings_reader.TABLE_KINDS:
+        # A user's own item table: csv:/tsv:/parquet: with named columns.
+        titles = ratings_reader.read_item_titles(movies, title_item_col, title_col)
+    else:
+        titles = movielens.load_movie_titles(movies)
     popularity = None
     if ratings:
-        counts = movielens.read_ratings_file(ratings)["movie_id"].value_counts()
-        popularity = {int(k): int(v) for k, v in counts.items()}
+        counts = ratings_reader.item_counts(ratings, ratings_item_col)
+        popularity = {_key(k): int(v) for k, v in counts.items()}
     pool = choose_pool(loaded.vocabulary.numpy(), titles, pool_size, seed, popularity)
     return path, loaded, titles, pool
 
@@ -162,9 +179,14 @@ def main(argv=None):
     flags.DEFINE_string("export_dir", None, "Base directory of exported versions (or "
                         "one version directory).")
     flags.DEFINE_integer("version", None, "Version to load; default: the highest.")
-    flags.DEFINE_string("movies", None, "movies.csv (or movies.dat / u.item): titles.")
-    flags.DEFINE_string("ratings", None, "Optional ratings.csv: ask about the most rated "
-                        "movies first.")
+    flags.DEFINE_string("movies", None, "movies.csv (or movies.dat / u.item): titles; or "
+                        "csv:PATH / tsv:PATH / parquet:PATH, a table of your items' titles.")
+    flags.DEFINE_string("title_item_col", "movieId", "Item id column of a titles table.")
+    flags.DEFINE_string("title_col", "title", "Title column of a titles table.")
+    flags.DEFINE_string("ratings_item_col", "movieId", "Item id column of a --ratings table "
+                        "(csv:/tsv:/parquet:).")
+    flags.DEFINE_string("ratings", None, "Optional ratings.csv (or csv:/tsv:/parquet: table): "
+                        "ask about the most rated items first.")
     flags.DEFINE_integer("pool_size", 50, "How many movies to choose from.")
     flags.DEFINE_integer("budget", 10, "How many ratings to ask for at most.")
     flags.DEFINE_integer("seed", 0, "Seeds the pool and the session.")
@@ -175,7 +197,9 @@ def main(argv=None):
         try:
             path, loaded, titles, pool = prepare(
                 FLAGS.export_dir, FLAGS.movies, version=FLAGS.version,
-                ratings=FLAGS.ratings, pool_size=FLAGS.pool_size, seed=FLAGS.seed)
+                ratings=FLAGS.ratings, pool_size=FLAGS.pool_size, seed=FLAGS.seed,
+                title_item_col=FLAGS.title_item_col, title_col=FLAGS.title_col,
+                ratings_item_col=FLAGS.ratings_item_col)
         except (OSError, ValueError) as e:
             print(f"elicit: {e}", file=sys.stderr, flush=True)
             return 1

@@ -17,8 +17,9 @@ outputs are flat, named, JSON-friendly tensors with a leading batch dimension
 `labeled` is an int32 0/1 mask rather than a bool tensor: plain numbers are
 what every JSON client writes without thinking. `labels` are int32 classes
 (-1 = unknown) for classification and float32 ratings for the ratings task.
-Ratings models take MovieLens movieIds (int64) and map them to the model's
-dense item indices in the graph with a `tf.lookup.StaticHashTable`.
+Ratings models take the data set's item ids (int64, e.g. MovieLens movieIds,
+or strings when the ratings table's item ids are strings) and map them to the
+model's dense item indices in the graph with a `tf.lookup.StaticHashTable`.
 `metadata` takes a dummy scalar because TF Serving's REST API refuses a
 signature without inputs.
 
@@ -99,8 +100,9 @@ class ServingModule(tf.Module):
 
     Args:
       model: the `ActiveMatchingNetwork` (weights restored).
-      vocabulary: ratings models only: int64 `[num_items]`, the MovieLens
-        movieId of each dense item index (`checkpoints.load_vocabulary`).
+      vocabulary: ratings models only: `[num_items]` int64 or str, the item
+        id of each dense item index (`checkpoints.load_vocabulary`); the
+        signatures then take items of that dtype.
       run_config: optional dict, how the model was trained; exported as a
         JSON string by the `metadata` signature.
       version: the export version, reported by `metadata`.
@@ -145,7 +147,10 @@ class ServingModule(tf.Module):
                 raise ValueError(
                     "a ratings model needs its movieId vocabulary "
                     "(checkpoints.load_vocabulary(model_dir))")
-            vocab = np.asarray(vocabulary, np.int64)
+            vocab = np.asarray(vocabulary)
+            # String item ids (any ratings table) stay strings; numbers int64.
+            string_ids = vocab.dtype.kind in "USO"
+            vocab = vocab.astype(str).astype(object) if string_ids else vocab.astype(np.int64)
             if vocab.ndim != 1 or vocab.shape[0] != config.num_items:
                 raise ValueError(
                     f"the vocabulary holds {vocab.shape} movieIds but the model "
@@ -154,16 +159,18 @@ class ServingModule(tf.Module):
                 raise ValueError("the vocabulary repeats a movieId")
             # A variable so that clients can read the vocabulary back from
             # the loaded SavedModel (`loaded.vocabulary`).
-            self.vocabulary = tf.Variable(vocab, trainable=False, name="vocabulary")
+            item_dtype = tf.string if string_ids else tf.int64
+            self.vocabulary = tf.Variable(tf.constant(vocab, item_dtype), trainable=False,
+                                          name="vocabulary")
             self._table = tf.lookup.StaticHashTable(
                 tf.lookup.KeyValueTensorInitializer(
-                    tf.constant(vocab), tf.range(vocab.shape[0], dtype=tf.int64)),
+                    tf.constant(vocab, item_dtype), tf.range(vocab.shape[0], dtype=tf.int64)),
                 default_value=-1)
             size = None
             item_shape = [None, None]
-            item_dtype = tf.int64
             label_dtype = tf.float32
         self._image_size = size
+        self._item_dtype = item_dtype
         self._label_dtype = label_dtype
         self._item_shape = item_shape
         self._input_spec = self.describe_inputs()
@@ -258,8 +265,8 @@ class ServingModule(tf.Module):
                      "the graph")
             label = f"int32 class in 0..{c.max_classes - 1}, -1 = unknown"
         else:
-            items = ("support/queries: int64 [batch, pool] MovieLens movieIds known to "
-                     "the model's vocabulary")
+            items = (f"support/queries: {self._item_dtype.name} [batch, pool] item ids "
+                     "(e.g. MovieLens movieIds) known to the model's vocabulary")
             label = f"float32 rating in [{c.rating_min}, {c.rating_max}]"
         return (f"{items}; embeddings: float32 [batch, pool, {self._embed_dim}]; "
                 f"state: float32 [batch, {self._state_size}]; labels: [batch, pool] "
@@ -326,7 +333,7 @@ class ServingModule(tf.Module):
         unknown = dense < 0
         (items,) = _validated([lambda: [(
             tf.logical_not(tf.reduce_any(unknown)),
-            f"{fn}: input `{name}` holds movieIds unknown to the model vocabulary:",
+            f"{fn}: input `{name}` holds item ids unknown to the model vocabulary:",
             tf.boolean_mask(items, unknown))]], [items])
         with tf.control_dependencies([items]):
             return tf.cast(tf.identity(dense), tf.int32)

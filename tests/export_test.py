@@ -581,10 +581,10 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
         self.assert_fails("input `k` must be >= 1", task, "select", k=tf.constant(0))
 
     def test_unknown_movie_ids(self):
-        self.assert_fails("input `support` holds movieIds unknown to the model "
+        self.assert_fails("input `support` holds item ids unknown to the model "
                           "vocabulary:.*\\[12345 3\\]", "regression", "begin",
                           support=tf.constant([[100, 12345, 3]], tf.int64))
-        self.assert_fails("input `queries` holds movieIds unknown.*\\[99\\]", "regression",
+        self.assert_fails("input `queries` holds item ids unknown.*\\[99\\]", "regression",
                           "predict", queries=lambda q: tf.concat(
                               [q[:, :1], tf.constant([[99], [100]], tf.int64)], 1))
 

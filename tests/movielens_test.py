@@ -182,8 +182,10 @@ class ReadingTest(_TempDirTestCase):
 
     def test_missing_directory(self):
         missing = os.path.join(self.make_dir(), "nope")
-        with self.assertRaisesRegex(FileNotFoundError,
-                                    f"{missing}.*does not exist"):
+        with self.assertRaisesRegex(
+                FileNotFoundError,
+                f"{missing}.*does not exist.*grouplens.org/datasets/movielens.*"
+                "tfds:movielens/latest-small-ratings.*--download"):
             movielens.load_ratings(missing)
 
     def test_no_recognised_file_lists_expected_names(self):
@@ -289,7 +291,8 @@ class PrepareTest(_TempDirTestCase):
         np.testing.assert_array_equal(data.rating_values, [2.0, 3.0, 4.0])
 
         # With a larger episode, users need more ratings than they have.
-        with self.assertRaisesRegex(ValueError, "at least support_size"):
+        with self.assertRaisesRegex(ValueError, r"episodes of support_size 3 \+ query_size 1 need 4 "
+                                    "ratings.*user 1, has 3"):
             movielens.prepare(_frame(rows), num_movies=3, support_size=3,
                               query_size=1, validation_fraction=0,
                               test_fraction=0)
@@ -520,7 +523,7 @@ class EpisodeSamplerTest(_TempDirTestCase):
                 self.assertAllEqual(expected[key], batch[key])
 
     def test_argument_validation(self):
-        with self.assertRaisesRegex(ValueError, "fewer than support_size"):
+        with self.assertRaisesRegex(ValueError, r"user \d+ has \d+ ratings; episodes of 10 \+ 500 need 510"):
             movielens.EpisodeSampler(self.data.train, SUPPORT, 500)
         with self.assertRaisesRegex(ValueError, "support_size"):
             movielens.EpisodeSampler(self.data.train, 0, QUERY)
@@ -606,7 +609,7 @@ class CommandLineTest(_TempDirTestCase):
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT),
                    TF_CPP_MIN_LOG_LEVEL="3")
         result = subprocess.run(
-            [sys.executable, "-m", "active_learning.data.movielens",
+            [sys.executable, "-m", "trainers.ratings_data",
              f"--data_dir={folder}", "--num_movies=79", "--num_users=40",
              f"--support_size={SUPPORT}", f"--query_size={QUERY}",
              "--latent_dim=4", "--latent_steps=50",

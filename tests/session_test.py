@@ -351,7 +351,7 @@ class ActiveSessionTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertRaises(client_lib.ServingError) as caught:
             client.predict("begin", {"support": [[100, 12345]]})
         self.assertEqual(caught.exception.status, 400)
-        self.assertIn("input `support` holds movieIds unknown", caught.exception.message)
+        self.assertIn("input `support` holds item ids unknown", caught.exception.message)
         self.assertIn("12345", caught.exception.message)
         with self.assertRaisesRegex(client_lib.ServingError, "unknown.*12345"):
             ActiveSession(Shared.servers["regression"].url, [100, 12345])

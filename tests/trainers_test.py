@@ -18,6 +18,8 @@ from active_learning import checkpoints  # noqa: E402
 from trainers import classification as classification_trainer  # noqa: E402
 from trainers import common  # noqa: E402
 from trainers import movielens as movielens_trainer  # noqa: E402
+from trainers import ratings as ratings_trainer  # noqa: E402
+from trainers import ratings_data  # noqa: E402
 from trainers import omniglot as omniglot_trainer  # noqa: E402
 from tests import fakes  # noqa: E402
 
@@ -42,9 +44,13 @@ def _module_flags(*modules):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_flagfile_names_only_known_flags(path):
-    trainer = (movielens_trainer if "movielens" in os.path.basename(path)
-               else classification_trainer)
-    values = _module_flags(common, trainer)
+    if "movielens" in os.path.basename(path):
+        # The MovieLens preset runs trainers.ratings, whose data flags live in
+        # trainers.ratings_data.
+        modules = (common, ratings_trainer, ratings_data)
+    else:
+        modules = (common, classification_trainer)
+    values = _module_flags(*modules)
     values(["prog", f"--flagfile={path}"])  # raises on an unknown flag or bad value
     assert values["model_dir"].value
     if "movielens" in os.path.basename(path):

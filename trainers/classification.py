@@ -33,8 +33,6 @@ from trainers import common
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("data", None, "Classification data: folder:PATH, npz:PATH, csv:PATH, "
-                    "tfds:NAME[:SPLIT] or omniglot:PATH (default: Omniglot in --data_dir).")
 flags.DEFINE_integer("image_size", None, "Side images are resampled to (default: the data's "
                      "own size; Omniglot 28).")
 flags.DEFINE_integer("image_channels", None, "1 (grey) or 3 (RGB); converts every image "
@@ -44,7 +42,6 @@ flags.DEFINE_bool("invert", False, "Images are dark drawings on light paper: use
 flags.DEFINE_string("label_col", "label", "Label column of a feature table (csv:).")
 flags.DEFINE_string("group_col", None, "Group column of a feature table (csv:); whole "
                     "groups are held out for validation and test.")
-flags.DEFINE_bool("download", False, "Let TFDS download a missing data set (tfds:).")
 flags.DEFINE_integer("ways", 5, "Classes per episode (N).")
 flags.DEFINE_integer("shots", 1, "Labels per class the budget allows: budget = N * shots.")
 flags.DEFINE_list("ways_choices", [], "Mixed training: draw N per step from these "

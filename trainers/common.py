@@ -27,6 +27,13 @@ from active_learning.training import TrainConfig, Trainer
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("data_dir", None, "Directory with the dataset files.")
+# One definition for every trainer (each reads its own kinds of source).
+flags.DEFINE_string("data", None, "Data source. Classification: folder:PATH, npz:PATH, "
+                    "csv:PATH, tfds:NAME[:SPLIT] or omniglot:PATH (default: Omniglot in "
+                    "--data_dir). Ratings: csv:PATH, tsv:PATH, parquet:PATH, a GroupLens "
+                    "MovieLens folder, or tfds:movielens/<variant>-ratings.")
+flags.DEFINE_bool("download", False, "tfds: sources: let TFDS download and prepare a missing "
+                  "data set (needs internet).")
 flags.DEFINE_string("model_dir", None, "Where checkpoints, summaries and metrics go; "
                     "rerunning the same command resumes from here.")
 flags.DEFINE_integer("train_steps", 2000, "Number of training updates.")

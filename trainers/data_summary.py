@@ -23,24 +23,6 @@ from active_learning.data.episodes import ClassEpisodeSampler
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("data", None, "Data to describe: a folder of Omniglot zips, "
-                    "folder:PATH, npz:PATH, csv:PATH, tfds:NAME[:SPLIT] or omniglot:PATH.")
-flags.DEFINE_string("cache_dir", None, "Cache of decoded arrays (default ~/.cache/...).")
-flags.DEFINE_enum("split", "auto", ["auto", "vinyals", "lake", "alphabets"], "Class split.")
-flags.DEFINE_list("test_alphabets", None, "Groups (alphabets) held out for test.")
-flags.DEFINE_list("validation_alphabets", None, "Groups held out for validation.")
-flags.DEFINE_integer("validation_characters", 100, "Validation size (vinyals, lake).")
-flags.DEFINE_integer("ways", 5, "N of the episodes timed, and the smallest held-out split.")
-flags.DEFINE_integer("image_size", None, "Side images are resampled to.")
-flags.DEFINE_integer("image_channels", None, "1 or 3: convert every image.")
-flags.DEFINE_bool("invert", False, "Use 1 - pixel (dark ink on light paper).")
-flags.DEFINE_string("label_col", "label", "Label column of a table.")
-flags.DEFINE_string("group_col", None, "Group column of a table.")
-flags.DEFINE_bool("download", False, "Let TFDS download a missing data set.")
-flags.DEFINE_integer("seed", 0, "Seed of the split and the sampler.")
-flags.DEFINE_float("benchmark_seconds", 2.0, "How long to time the sampler.")
-
-
 def summarize(spec):
     """(lines, record) for any classification data spec."""
     start = time.perf_counter()
@@ -89,6 +71,28 @@ def main(argv):
     print(json.dumps(record))
 
 
+def define_flags():
+    """This command's flags (defined when it runs, so importing it beside the
+    trainers, which define --data and --seed too, does not clash)."""
+    flags.DEFINE_string("data", None, "Data to describe: a folder of Omniglot zips, "
+                        "folder:PATH, npz:PATH, csv:PATH, tfds:NAME[:SPLIT] or omniglot:PATH.")
+    flags.DEFINE_string("cache_dir", None, "Cache of decoded arrays (default ~/.cache/...).")
+    flags.DEFINE_enum("split", "auto", ["auto", "vinyals", "lake", "alphabets"], "Class split.")
+    flags.DEFINE_list("test_alphabets", None, "Groups (alphabets) held out for test.")
+    flags.DEFINE_list("validation_alphabets", None, "Groups held out for validation.")
+    flags.DEFINE_integer("validation_characters", 100, "Validation size (vinyals, lake).")
+    flags.DEFINE_integer("ways", 5, "N of the episodes timed, and the smallest held-out split.")
+    flags.DEFINE_integer("image_size", None, "Side images are resampled to.")
+    flags.DEFINE_integer("image_channels", None, "1 or 3: convert every image.")
+    flags.DEFINE_bool("invert", False, "Use 1 - pixel (dark ink on light paper).")
+    flags.DEFINE_string("label_col", "label", "Label column of a table.")
+    flags.DEFINE_string("group_col", None, "Group column of a table.")
+    flags.DEFINE_bool("download", False, "Let TFDS download a missing data set.")
+    flags.DEFINE_integer("seed", 0, "Seed of the split and the sampler.")
+    flags.DEFINE_float("benchmark_seconds", 2.0, "How long to time the sampler.")
+
+
 if __name__ == "__main__":
+    define_flags()
     flags.mark_flag_as_required("data")
     app.run(main)

@@ -200,8 +200,8 @@ def _baselines_only(fv):
         raise flags.ValidationError("--baselines_only applies to --figure=figure4")
     model_dir = fv.model_dir[0]
     run_config = checkpoints.read_json(os.path.join(model_dir, checkpoints.RUN_CONFIG))
-    if run_config.get("dataset") != "movielens":
-        raise flags.ValidationError(f"--baselines_only needs a MovieLens run; {model_dir} "
+    if run_config.get("dataset") not in ("movielens", "ratings"):
+        raise flags.ValidationError(f"--baselines_only needs a ratings run; {model_dir} "
                                     f"is {run_config.get('dataset')!r}")
     data_dir = evaluation.resolve_data_dir(fv.data_dir, run_config, model_dir)
     factors_path = fv.latent_factors or os.path.join(model_dir,

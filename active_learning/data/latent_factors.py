@@ -20,6 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from active_learning.data.ratings_reader import as_ids
+
 DEFAULT_FILENAME = "latent_factors.npz"
 
 
@@ -27,7 +29,7 @@ DEFAULT_FILENAME = "latent_factors.npz"
 class LatentFactors:
     """The movie side of a fitted latent factor model, plus its fit quality."""
 
-    movie_ids: np.ndarray  # [M] int64 vocabulary; row i is movie_ids[i].
+    movie_ids: np.ndarray  # [M] int64 or str item ids; row i is movie_ids[i].
     movie_embeddings: np.ndarray  # [M, dim] float32, x_m.
     movie_bias: np.ndarray  # [M] float32, b_m.
     global_bias: float  # beta.
@@ -54,7 +56,7 @@ class LatentFactors:
             with os.fdopen(handle, "wb") as f:
                 np.savez(
                     f,
-                    movie_ids=np.asarray(self.movie_ids, np.int64),
+                    movie_ids=as_ids(self.movie_ids),
                     movie_embeddings=np.asarray(self.movie_embeddings,
                                                 np.float32),
                     movie_bias=np.asarray(self.movie_bias, np.float32),
@@ -88,7 +90,7 @@ def load_latent_factors(path, movie_ids=None):
     path = os.fspath(path)
     with np.load(path) as f:
         factors = LatentFactors(
-            movie_ids=f["movie_ids"].astype(np.int64),
+            movie_ids=as_ids(f["movie_ids"]),
             movie_embeddings=f["movie_embeddings"].astype(np.float32),
             movie_bias=f["movie_bias"].astype(np.float32),
             global_bias=float(f["global_bias"]),
@@ -96,7 +98,12 @@ def load_latent_factors(path, movie_ids=None):
             validation_rmse=float(f["validation_rmse"]),
             baseline_rmse=float(f["baseline_rmse"]))
     if movie_ids is not None:
-        expected = np.asarray(movie_ids, np.int64)
+        expected = as_ids(movie_ids)
+        if expected.dtype.kind != factors.movie_ids.dtype.kind:
+            raise ValueError(
+                f"{path}: the file's item ids are {factors.movie_ids.dtype} but the data's "
+                f"are {expected.dtype}; the latent factors were fitted on other data. "
+                "Refit them.")
         if expected.shape != factors.movie_ids.shape:
             raise ValueError(
                 f"{path}: movie vocabulary has {factors.movie_ids.shape[0]} "
@@ -261,7 +268,7 @@ def train_latent_factors(data, dim=64, steps=2000, learning_rate=0.01,
         return prediction - ratings[selection]
 
     return LatentFactors(
-        movie_ids=np.asarray(data.movie_ids, np.int64).copy(),
+        movie_ids=as_ids(data.movie_ids).copy(),
         movie_embeddings=movie_embeddings.numpy().astype(np.float32),
         movie_bias=movie_bias.numpy().astype(np.float32),
         global_bias=float(global_bias.numpy()),

@@ -2,7 +2,9 @@
 
 Labels enter as one-hot over `max_classes` (so a model trained on 5..20-way
 tasks reads 20-way ones) or, for ratings, as the centred rating plus a learned
-embedding of its half-star level (DESIGN.md).
+embedding of its level: the scale [rating_min, rating_max] cut into
+`rating_levels` steps, so MovieLens's half stars 0.5..5 are levels 0..9 and a
+1-10 scale uses the same ten levels (DESIGN.md).
 """
 
 import keras
@@ -15,7 +17,8 @@ class Reader(keras.layers.Layer):
     """Encodes the chosen item and its label into the controller's input."""
 
     def __init__(self, units, task, max_classes=20, rating_levels=10,
-                 rating_embedding_dim=8, rating_center=3.0, **kwargs):
+                 rating_embedding_dim=8, rating_center=None, rating_min=0.5,
+                 rating_max=5.0, **kwargs):
         super().__init__(**kwargs)
         if task not in ("classification", "regression"):
             raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
@@ -23,7 +26,12 @@ class Reader(keras.layers.Layer):
         self.task = task
         self.max_classes = int(max_classes)
         self.rating_levels = int(rating_levels)
-        self.rating_center = float(rating_center)
+        self.rating_min = float(rating_min)
+        self.rating_max = float(rating_max)
+        if not self.rating_max > self.rating_min:
+            raise ValueError(f"rating_max {rating_max} must exceed rating_min {rating_min}")
+        self.rating_center = float(0.5 * (self.rating_min + self.rating_max)
+                                   if rating_center is None else rating_center)
         if task == "regression":
             self.rating_embedding = keras.layers.Embedding(
                 self.rating_levels, rating_embedding_dim, name="rating_embedding")
@@ -34,9 +42,12 @@ class Reader(keras.layers.Layer):
         if self.task == "classification":
             return tf.one_hot(tf.cast(label, tf.int32), self.max_classes)
         rating = tf.cast(label, tf.float32)
-        # Half-star levels 0.5..5 -> 0..9; other scales are clipped into range.
+        # [min, max] -> levels 0..L-1. On 0.5..5 with L=10 the step is exactly
+        # 2.0, so this is round(2 * rating) - 1, the half-star level.
+        step = (self.rating_levels - 1) / (self.rating_max - self.rating_min)
         level = tf.clip_by_value(
-            tf.cast(tf.round(rating * 2.0), tf.int32) - 1, 0, self.rating_levels - 1)
+            tf.cast(tf.round((rating - self.rating_min) * step), tf.int32), 0,
+            self.rating_levels - 1)
         return tf.concat([(rating - self.rating_center)[..., None],
                           self.rating_embedding(level)], axis=-1)
 
