@@ -229,7 +229,14 @@ def test_format_curves_lists_every_policy():
     assert "greedy" in text and "random" in text and "0.750" in text and "1.50" in text
 
 
-def test_omniglot_rotation_is_on_by_default():
+def test_omniglot_rotation_is_on_by_default(tmp_path):
     # Matching Networks and the paper train on the four rotations of each
-    # training character; a user who names no flag gets that protocol.
-    assert FLAGS["rotate"].default is True
+    # training character; a user who names no flag gets that protocol (other
+    # data: off, tests/own_data_test.py).
+    _ensure_parsed()
+    with flagsaver.flagsaver(data_dir="data/omniglot", model_dir=str(tmp_path),
+                             cache_dir=str(tmp_path / "cache")):
+        _, kwargs = omniglot_trainer.build_setup()
+    assert FLAGS["rotate"].default is None
+    assert kwargs["run_config"]["rotate"] is True
+    assert kwargs["train_sampler"].rotate
