@@ -30,7 +30,8 @@ setuptools.setup(
         "tensorboard>=2.20,<2.22",
     ],
     # pytest-xdist: the suite runs in two processes (.ci/run), about 30% faster on 2 cores.
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3"]},
+    # hypothesis: property tests over the signatures' inputs and the loaders.
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
