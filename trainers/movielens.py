@@ -48,6 +48,12 @@ def build_setup():
     if FLAGS.support_size < 2 or FLAGS.query_size < 1:
         raise flags.ValidationError("--support_size must be >= 2 and --query_size >= 1")
 
+    # A directory of another task or episode shape is refused before any data
+    # is read; the model config is compared once the model is built.
+    common.check_model_dir({"task": "movielens", "dataset": "movielens", "budget": budget,
+                            "support_size": FLAGS.support_size,
+                            "query_size": FLAGS.query_size})
+
     ratings = movielens.load_ratings(FLAGS.data_dir)
     data = movielens.prepare(ratings, num_movies=FLAGS.num_movies, num_users=FLAGS.num_users,
                              support_size=FLAGS.support_size, query_size=FLAGS.query_size,
@@ -58,17 +64,22 @@ def build_setup():
     logging.info("movielens: %s", data.summary())
 
     model_dir = FLAGS.model_dir
-    os.makedirs(model_dir, exist_ok=True)
     factors_path = os.path.join(model_dir, latent_factors.DEFAULT_FILENAME)
-    if os.path.exists(factors_path):
-        factors = latent_factors.load_latent_factors(factors_path, movie_ids=data.movie_ids)
-    else:
+    new_factors = not os.path.exists(factors_path)
+    if new_factors:
         factors = latent_factors.train_latent_factors(
             data, dim=FLAGS.latent_dim, steps=FLAGS.latent_steps, seed=FLAGS.seed)
-        factors.save(factors_path)
+    else:
+        factors = latent_factors.load_latent_factors(factors_path, movie_ids=data.movie_ids)
     logging.info("latent factors: train RMSE %.4f, validation RMSE %.4f (mean baseline %.4f)",
                  factors.train_rmse, factors.validation_rmse, factors.baseline_rmse)
-    checkpoints.save_vocabulary(model_dir, data.movie_ids)
+
+    def write_files(directory):
+        # Written by the training loop once the directory is known to be
+        # this run's (or new): a refused run leaves it untouched.
+        if new_factors:
+            factors.save(os.path.join(directory, latent_factors.DEFAULT_FILENAME))
+        checkpoints.save_vocabulary(directory, data.movie_ids)
 
     train_sampler = movielens.EpisodeSampler(data.train, FLAGS.support_size,
                                              FLAGS.query_size, seed=FLAGS.seed)
@@ -90,7 +101,8 @@ def build_setup():
         name="movielens", train_sampler=train_sampler, make_eval_sampler=make_eval_sampler,
         eval_policies=["greedy", "random", "min_max_cos", "popular_entropy"],
         num_steps=budget, higher_is_better=False, metric_name="rmse",
-        item_scores=movielens.popularity_entropy(data), run_config=run_config)
+        item_scores=movielens.popularity_entropy(data), run_config=run_config,
+        write_files=write_files)
     return config, factors, setup
 
 

@@ -47,7 +47,12 @@ def build_setup():
     if not FLAGS.data_dir:
         raise flags.ValidationError("--data_dir is required: a directory with the Omniglot "
                                     "zips (images_background.zip, ...) or 'tfds'")
-    choices = [int(w) for w in FLAGS.ways_choices]
+    try:
+        choices = [int(w) for w in FLAGS.ways_choices]
+    except ValueError:
+        raise flags.ValidationError(
+            f"--ways_choices must be comma-separated integers (e.g. 5,10,15,20), got "
+            f"{','.join(FLAGS.ways_choices)!r}") from None
     all_ways = choices or [FLAGS.ways]
     eval_ways = FLAGS.eval_ways or max(all_ways)
     pool_per_class = FLAGS.items_per_class
@@ -77,6 +82,9 @@ def build_setup():
                         f"{','.join(FLAGS.labelled_mass_temperatures)}")
     if problems:
         raise flags.ValidationError("; ".join(problems))
+    common.check_model_dir({"task": "omniglot", "dataset": "omniglot", "ways": all_ways,
+                            "eval_ways": eval_ways, "shots": FLAGS.shots,
+                            "items_per_class": pool_per_class, "budget": budget})
 
     data = omniglot.load_omniglot(FLAGS.data_dir, cache_dir=FLAGS.cache_dir)
     split = omniglot.split_classes(data, split=FLAGS.split,
