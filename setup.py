@@ -25,13 +25,16 @@ setuptools.setup(
         "numpy>=1.26",
         "pandas>=2.0",
         "absl-py>=2.0",
+        # Decodes PNG/JPEG/BMP files (Omniglot, image folders).
+        "pillow>=9",
         "matplotlib>=3.7",
         # tf.summary needs it; TensorFlow 2.21 no longer pulls it in.
         "tensorboard>=2.20,<2.22",
     ],
     # pytest-xdist: the suite runs in two processes (.ci/run), about 30% faster on 2 cores.
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3"],
+        # hypothesis: property tests over the signatures' inputs and the loaders.
+        "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6"],
         # The Label Studio bridge (export/label_studio.py) and its browser test.
         # The server itself goes in its own venv: scripts/install_label_studio.sh.
         "label_studio": ["pillow>=9", "playwright>=1.40"],

@@ -65,7 +65,14 @@ def load_model_config(model_dir) -> ModelConfig:
         raise FileNotFoundError(
             f"{path} not found: {model_dir!r} is not a trained model directory "
             "(train one with `python -m trainers.omniglot` or `trainers.movielens`)")
-    return ModelConfig.from_dict(read_json(path))
+    try:
+        values = read_json(path)
+        if not isinstance(values, dict):
+            raise ValueError(f"expected a JSON object, got {type(values).__name__}")
+        return ModelConfig.from_dict(values)
+    except (ValueError, TypeError) as e:  # bad JSON, unknown keys, wrong value types
+        raise ValueError(f"{path} does not describe a model ({e}); it was damaged or "
+                         "written by something else than the trainers") from e
 
 
 def save_vocabulary(model_dir, movie_ids):

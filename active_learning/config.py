@@ -17,6 +17,14 @@ ENCODERS = ("conv", "mlp")
 # times the same model).
 OMNIGLOT_LABELLED_MASS_TEMPERATURES = (0.1, 0.3)
 
+# The pixel contract of image models, checked wherever images come in (the
+# serving signatures, ActiveSession): the end of every pixel-value error.
+PIXEL_CONTRACT = ("looks like 0-255 or inverted ink: images are float32 in [0, 1], "
+                  "ink = 1")
+# Omniglot-style drawings are mostly background (mean pixel about 0.1-0.2);
+# an image whose mean is above this is light ink on dark paper, inverted.
+MAX_MEAN_PIXEL = 0.5
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:

@@ -29,12 +29,18 @@ import io
 import json
 import os
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from active_learning.config import MAX_MEAN_PIXEL, PIXEL_CONTRACT
+from active_learning.fingerprint import model_fingerprint
 from active_learning.layers.masked import NEG_INF
 
-_FORMAT = 1
+# 2: the file records the model's fingerprint; 1 (older) files load without
+# that check.
+_FORMAT = 2
+_FORMATS = (1, 2)
 _SIGNATURES = ("begin", "select", "observe", "predict", "metadata")
 
 
@@ -47,8 +53,12 @@ class _Backend:
     `image_size`, `description`.
     """
 
+    fingerprint = ""
+
     def _read_metadata(self, meta):
         self.task = meta["task"]
+        # Exports older than the fingerprint have none: "" (not checked).
+        self.fingerprint = str(meta.get("fingerprint", ""))
         self.embed_dim = int(meta["embed_dim"])
         self.state_size = int(meta["state_size"])
         if self.task == "classification":
@@ -58,6 +68,7 @@ class _Backend:
             self.image_channels = int(meta.get("image_channels", 1))
             self.encoder = str(meta.get("encoder", "conv"))
             self.feature_size = int(meta.get("feature_size", 0))
+            self.ink_images = bool(meta.get("ink_images", True))
         else:
             self.rating_min = float(meta["rating_min"])
             self.rating_max = float(meta["rating_max"])
@@ -69,6 +80,8 @@ class _Backend:
             if items.ndim != 2 or items.shape[1] != self.feature_size:
                 raise ValueError(f"{what} must be feature vectors [n, {self.feature_size}] "
                                  f"(the model's width); got shape {items.shape}")
+            if not np.all(np.isfinite(items)):
+                raise ValueError(f"{what} holds NaN or Inf features")
             return items
         if self.task == "classification":
             items = np.asarray(items, np.float32)
@@ -81,11 +94,31 @@ class _Backend:
                     else "RGB images [n, H, W, 3]"
                 raise ValueError(f"{what} must be square {layout}, as the model "
                                  f"was trained on; got shape {items.shape}")
+            if not np.all(np.isfinite(items)):
+                raise ValueError(f"{what} holds NaN or Inf pixels; images are float32 in "
+                                 "[0, 1]" + (", ink = 1" if self.ink_images else ""))
+            if items.size and (items.min() < 0 or items.max() > 1):
+                contract = PIXEL_CONTRACT if self.ink_images else "images are float32 in [0, 1]"
+                raise ValueError(f"{what} has pixels outside [0, 1] (min {items.min():g}, "
+                                 f"max {items.max():g}): {contract}")
+            # Only ink images (Omniglot's convention) have a known polarity;
+            # a photograph may well be bright on average.
+            means = items.reshape(len(items), -1).mean(-1) if items.size else items
+            if self.ink_images and np.any(means > MAX_MEAN_PIXEL):
+                raise ValueError(
+                    f"{what} has images whose mean pixel exceeds {MAX_MEAN_PIXEL} (the "
+                    f"background is ink), e.g. image {int(np.argmax(means))}: "
+                    f"{PIXEL_CONTRACT}")
             return items
         items = np.asarray(items)
         if items.ndim != 1 or (items.size and items.dtype.kind not in "iuUSO"):
             raise ValueError(f"{what} must be a 1-D array of integer or string item ids; "
                              f"got shape {items.shape} dtype {items.dtype}")
+        if what == "pool":
+            values, counts = np.unique(items, return_counts=True)
+            if np.any(counts > 1):
+                raise ValueError(f"the pool repeats item ids {values[counts > 1].tolist()[:20]}"
+                                 "; each item can be asked about once")
         # String ids (ratings tables with string item ids) stay strings.
         return items.astype(str) if items.dtype.kind in "USO" else items.astype(np.int64)
 
@@ -99,8 +132,9 @@ class _ModelBackend(_Backend):
         meta = {"task": c.task, "embed_dim": c.embed_dim, "state_size": 2 * c.units,
                 "max_classes": c.max_classes, "image_size": c.image_size,
                 "image_channels": c.image_channels, "encoder": c.encoder,
-                "feature_size": c.feature_size,
-                "rating_min": c.rating_min, "rating_max": c.rating_max}
+                "feature_size": c.feature_size, "ink_images": c.ink_images,
+                "rating_min": c.rating_min, "rating_max": c.rating_max,
+                "fingerprint": model_fingerprint(model)}
         self._read_metadata(meta)
         self.description = "in-memory model"
         self._index = None
@@ -258,6 +292,43 @@ def _backend(source, signature_prefix="", vocabulary=None):
     return _SavedModelBackend(source, signature_prefix)
 
 
+_SESSION_KEYS = ("format", "task", "pool", "embeddings", "state", "labels", "labeled",
+                 "excluded", "history", "seed", "rng_state")
+
+
+def _read_session_file(path):
+    """The arrays of a session file, or a ValueError that says what is wrong."""
+    problem = None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            values = {key: f[key] for key in f.files}
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as e:  # noqa: BLE001  (whatever the bytes make numpy raise)
+        # np.load reports an empty file as EOFError, a truncated one as
+        # BadZipFile, other bytes as "pickled data" (ValueError); damaged zip
+        # headers give NotImplementedError, struct.error and more.
+        size = os.path.getsize(path) if os.path.exists(path) else 0
+        problem = ("it is empty" if size == 0 else
+                   f"it is truncated or corrupt ({type(e).__name__}: {e})")
+    else:
+        missing = [k for k in _SESSION_KEYS if k not in values]
+        if missing:
+            problem = f"it lacks {missing}"
+        elif values["format"].shape != () or int(values["format"]) not in _FORMATS:
+            problem = f"its format {values['format']} is not one of {list(_FORMATS)}"
+        else:
+            try:
+                json.loads(str(values["rng_state"]))
+            except ValueError as e:
+                problem = f"its random-generator state is corrupt ({e})"
+    if problem:
+        raise ValueError(f"{path} is not a readable session file: {problem}. Session "
+                         "files are written by ActiveSession.save; restore it from a "
+                         "copy, or start a new session.")
+    return values
+
+
 # ----------------------------------------------------------------- session
 class ActiveSession:
     """One person's (or task's) active-learning episode, asked step by step.
@@ -376,6 +447,11 @@ class ActiveSession:
             else:
                 out = self._backend.call("select", dict(self._episode(), k=np.int32(1)))
                 p = np.asarray(out["probabilities"][0], np.float32)
+                if not np.all(np.isfinite(p)):
+                    raise FloatingPointError(
+                        f"{self._backend.description} returned NaN selection "
+                        "probabilities; its weights or this session's state are not "
+                        "finite (check the model with a new session)")
                 p = np.where(candidates, p, 0.0).astype(np.float32)
                 total = p.sum()
                 # Skipped items may have held all the mass (p underflows to
@@ -485,6 +561,7 @@ class ActiveSession:
         path = os.fspath(path)
         buffer = io.BytesIO()
         np.savez(buffer, format=np.int64(_FORMAT), task=np.str_(self.task),
+                 fingerprint=np.str_(self._backend.fingerprint),
                  pool=self._pool, embeddings=self._embeddings, state=self._state,
                  labels=self._labels, labeled=self._labeled, excluded=self._excluded,
                  history=np.asarray(self._history, np.int64), seed=np.int64(self.seed),
@@ -495,19 +572,26 @@ class ActiveSession:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path, model_or_path_or_url, signature_prefix="", vocabulary=None):
+    def load(cls, path, model_or_path_or_url, signature_prefix="", vocabulary=None,
+             allow_other_model=False):
         """Restores a session saved by `save`, to run on the given model.
 
         The model must be the one the session was started with (or an export
-        of it); the pool is stored as given, so use the same kind of source
-        (movieIds vs dense indices) for `predict()` on the pool.
+        of it): the file records the model's fingerprint (configuration and
+        weights) and another model is refused, since the saved embeddings
+        and state mean nothing to it. `allow_other_model=True` skips that
+        check (e.g. after re-exporting the same weights under another
+        configuration). The pool is stored as given, so use the same kind of
+        source (movieIds vs dense indices) for `predict()` on the pool.
+
+        Raises:
+          ValueError: the file is not a readable session file (empty,
+            truncated, corrupt, another format), or was written with
+            another model.
         """
+        path = os.fspath(path)
+        values = _read_session_file(path)
         backend = _backend(model_or_path_or_url, signature_prefix, vocabulary)
-        with np.load(os.fspath(path), allow_pickle=False) as f:
-            values = {key: f[key] for key in f.files}
-        if int(values.get("format", -1)) != _FORMAT:
-            raise ValueError(f"{path}: not an ActiveSession file (format "
-                             f"{values.get('format')})")
         if str(values["task"]) != backend.task:
             raise ValueError(f"{path} holds a {values['task']} session but the model is "
                              f"a {backend.task} model")
@@ -517,6 +601,18 @@ class ActiveSession:
                              f"{embeddings.shape}, state {state.shape}; this model has "
                              f"embed_dim={backend.embed_dim}, "
                              f"state_size={backend.state_size})")
+        saved = str(values.get("fingerprint", ""))
+        if saved and backend.fingerprint and saved != backend.fingerprint \
+                and not allow_other_model:
+            raise ValueError(
+                f"{path} was saved with another model (fingerprint {saved}; "
+                f"{backend.description} has {backend.fingerprint}): its embeddings and "
+                "state mean nothing to this one. Load it with the model that wrote it, "
+                "or pass allow_other_model=True to load it anyway.")
+        if not (saved and backend.fingerprint):
+            logging.warning("%s: the model that wrote this session cannot be checked (no "
+                            "fingerprint in the %s)", path,
+                            "session file" if not saved else "model's metadata")
         session = cls.__new__(cls)
         session._backend = backend
         rng = np.random.default_rng()

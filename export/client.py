@@ -16,6 +16,7 @@ cast to the documented dtypes).
 """
 
 import json
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -66,7 +67,9 @@ class RestClient:
     Args:
       url: the model's REST address, `http://HOST:PORT/v1/models/NAME`,
         optionally with `/versions/N` or `/labels/LABEL`.
-      timeout: seconds to wait for each answer.
+      timeout: seconds to wait for each answer, in all: a server that sends
+        its answer a byte at a time is given up on after `timeout` seconds,
+        not `timeout` per byte (the socket's own timeout).
     """
 
     def __init__(self, url, timeout=60.0):
@@ -80,22 +83,58 @@ class RestClient:
         self.timeout = float(timeout)
 
     def _request(self, url, body=None):
+        """The decoded JSON answer, within `timeout` seconds in total."""
+        # urllib's timeout bounds each socket operation, so a server that
+        # trickles bytes could hold a caller for many times `timeout`: the
+        # request runs in a worker thread that is given up on at the deadline
+        # (it ends by itself within one socket timeout).
+        outcome = {}
+
+        def work():
+            try:
+                outcome["value"] = self._request_once(url, body)
+            except BaseException as e:  # noqa: BLE001  (re-raised in the caller)
+                outcome["error"] = e
+
+        worker = threading.Thread(target=work, daemon=True, name="rest-client")
+        worker.start()
+        worker.join(self.timeout)
+        if worker.is_alive():
+            raise ServingError(f"no complete answer within {self.timeout:g} s (the "
+                               "timeout is a deadline for the whole answer); the server is "
+                               "overloaded or not a TF Serving endpoint. Raise timeout= "
+                               "for slow requests.", url=url)
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    def _request_once(self, url, body):
         data = None if body is None else json.dumps(body).encode("utf-8")
         request = urllib.request.Request(
             url, data=data, method="GET" if body is None else "POST",
             headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read().decode("utf-8"))
+                raw = response.read()
         except urllib.error.HTTPError as e:
             text = e.read().decode("utf-8", "replace")
             try:
                 message = json.loads(text).get("error", text)
-            except ValueError:
+            except (ValueError, AttributeError):
                 message = text
             raise ServingError(message, status=e.code, url=url) from None
         except urllib.error.URLError as e:
             raise ServingError(f"cannot reach the server ({e.reason})", url=url) from None
+        except (OSError, ValueError) as e:  # reset connections, socket timeouts
+            raise ServingError(f"the connection failed ({type(e).__name__}: {e})",
+                               url=url) from None
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except ValueError as e:  # UnicodeDecodeError and JSONDecodeError
+            raise ServingError(
+                f"the reply is not JSON ({e}); it begins {raw[:120]!r}. Is the URL a TF "
+                "Serving REST model address (http://HOST:8501/v1/models/NAME)?",
+                url=url) from None
 
     def predict(self, signature_name, inputs, output_name=None):
         """Runs one signature; returns {output name: numpy array or str}.
@@ -110,7 +149,7 @@ class RestClient:
         body = {"signature_name": signature_name,
                 "inputs": {name: _jsonable(value) for name, value in inputs.items()}}
         answer = self._request(self.url + ":predict", body)
-        if "outputs" not in answer:
+        if not isinstance(answer, dict) or "outputs" not in answer:
             raise ServingError(f"unexpected answer without 'outputs': {str(answer)[:200]}",
                                url=self.url)
         outputs = answer["outputs"]

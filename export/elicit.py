@@ -154,6 +154,8 @@ def prepare(export_dir, movies, version=None, ratings=None, pool_size=50, seed=0
     from active_learning.data import movielens, ratings_reader
     from active_learning.session import resolve_saved_model
 
+    if int(pool_size) < 1:
+        raise ValueError(f"--pool_size must be >= 1 (movies to choose from), got {pool_size}")
     path = os.path.join(export_dir, str(version)) if version is not None else export_dir
     path = resolve_saved_model(path)
     loaded = tf.saved_model.load(path)
@@ -194,6 +196,10 @@ def main(argv=None):
     FLAGS = flags.FLAGS
 
     def run(unused_argv):
+        if FLAGS.budget < 1:
+            print(f"elicit: --budget must be >= 1 (ratings to ask for), got {FLAGS.budget}",
+                  file=sys.stderr, flush=True)
+            return 1
         try:
             path, loaded, titles, pool = prepare(
                 FLAGS.export_dir, FLAGS.movies, version=FLAGS.version,

@@ -34,8 +34,80 @@ def existing_versions(export_dir):
 
 def next_version(export_dir):
     """The next free version number (1 for an empty base directory)."""
-    versions = existing_versions(export_dir)
-    return versions[-1] + 1 if versions else 1
+    versions = existing_versions(export_dir) + _reserved_versions(export_dir)
+    return max(versions) + 1 if versions else 1
+
+
+_RESERVATION = re.compile(r"^\.version-(\d+)\.lock$")
+
+
+def _reserved_versions(export_dir):
+    """Versions another export is writing now (or a crashed one claimed)."""
+    if not os.path.isdir(export_dir):
+        return []
+    return [int(m.group(1)) for m in map(_RESERVATION.match, os.listdir(export_dir)) if m]
+
+
+def _reserve(export_dir, version):
+    """Claims `version` for this export: True, or False when it is taken.
+
+    Two exports started at once into one base directory would otherwise both
+    pick the same next version and one would die renaming its files into
+    place. The claim is a file created with O_EXCL, atomic on a local file
+    system; a remote base directory (gs://, ...) is not claimed, and a
+    collision there still fails with FileExistsError.
+    """
+    if "://" in export_dir:
+        return not tf.io.gfile.exists(os.path.join(export_dir, str(version)))
+    if os.path.exists(os.path.join(export_dir, str(version))):
+        return False
+    try:
+        fd = os.open(os.path.join(export_dir, f".version-{version}.lock"),
+                     os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    if os.path.exists(os.path.join(export_dir, str(version))):  # written meanwhile
+        _release(export_dir, version)
+        return False
+    return True
+
+
+def claim_version(export_dir, version=None):
+    """Reserves `version` (default: the next free one) for one export.
+
+    Returns the version; the caller releases it with `_release` once the
+    version folder is in place (or the export failed).
+
+    Raises:
+      FileExistsError: the given version exists or another export holds it.
+      ValueError: the version is not a positive integer.
+    """
+    tf.io.gfile.makedirs(export_dir)
+    if version is None:
+        version = next_version(export_dir)
+        while not _reserve(export_dir, version):  # another export took it
+            version += 1
+        return version
+    version = int(version)
+    if version < 1:
+        raise ValueError(f"version must be a positive integer, got {version}")
+    _refuse_existing(export_dir, version)
+    if not _reserve(export_dir, version):
+        raise FileExistsError(
+            f"another export is writing {os.path.join(export_dir, str(version))} now (or "
+            f"one that crashed left {export_dir}/.version-{version}.lock: delete it if no "
+            "export is running); omit --version to use the next free one")
+    return version
+
+
+def _release(export_dir, version):
+    if "://" not in export_dir:
+        try:
+            os.remove(os.path.join(export_dir, f".version-{version}.lock"))
+        except FileNotFoundError:
+            pass
 
 
 def latest_export(path):
@@ -71,26 +143,28 @@ def export_saved_model(model, export_dir, version=None, vocabulary=None,
     Raises:
       FileExistsError: that version already exists (never overwritten).
     """
-    if version is None:
-        version = next_version(export_dir)
-    version = int(version)
-    if version < 1:
-        raise ValueError(f"version must be a positive integer, got {version}")
-    target = _refuse_existing(export_dir, version)
-    tf.io.gfile.makedirs(export_dir)
-    module = ServingModule(model, vocabulary=vocabulary, run_config=run_config,
-                           version=version, checkpoint=checkpoint)
-    # TF Serving loads any integer-named folder it sees, so the model is
-    # written under a non-integer name and renamed into place when complete.
-    tmp = os.path.join(export_dir, f".tmp-{version}-{os.getpid()}")
-    if tf.io.gfile.exists(tmp):
-        tf.io.gfile.rmtree(tmp)
+    version = claim_version(export_dir, version)
+    target = os.path.join(export_dir, str(version))
     try:
-        tf.saved_model.save(module, tmp, signatures=module.signatures())
-        tf.io.gfile.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        module = ServingModule(model, vocabulary=vocabulary, run_config=run_config,
+                               version=version, checkpoint=checkpoint)
+        # TF Serving loads any integer-named folder it sees, so the model is
+        # written under a non-integer name and renamed into place when complete.
+        tmp = os.path.join(export_dir, f".tmp-{version}-{os.getpid()}")
+        if tf.io.gfile.exists(tmp):
+            tf.io.gfile.rmtree(tmp)
+        try:
+            tf.saved_model.save(module, tmp, signatures=module.signatures())
+            tf.io.gfile.rename(tmp, target)
+        except tf.errors.AlreadyExistsError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise FileExistsError(f"{target} was written by another export meanwhile; "
+                                  "export again to use the next free version") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    finally:
+        _release(export_dir, version)
     return target
 
 

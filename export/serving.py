@@ -12,7 +12,8 @@ outputs are flat, named, JSON-friendly tensors with a leading batch dimension
                                                   -> state, labels, labeled
   predict(embeddings, state, labels, labeled, queries)
                                                   -> probabilities | ratings
-  metadata(dummy)                                 -> task, sizes, configs, ...
+  metadata(dummy)                                 -> task, sizes, configs,
+                                                     fingerprint, ...
 
 `labeled` is an int32 0/1 mask rather than a bool tensor: plain numbers are
 what every JSON client writes without thinking. `labels` are int32 classes
@@ -40,6 +41,8 @@ import numpy as np
 import tensorflow as tf
 
 import active_learning
+from active_learning.config import MAX_MEAN_PIXEL, PIXEL_CONTRACT
+from active_learning.fingerprint import model_fingerprint
 from active_learning.layers.masked import NEG_INF
 
 SIGNATURES = ("begin", "select", "observe", "predict", "metadata")
@@ -126,6 +129,7 @@ class ServingModule(tf.Module):
         self._run_config_json = json.dumps(run_config or {}, sort_keys=True,
                                            default=_json_default)
         self._checkpoint = str(checkpoint or "")
+        self._fingerprint = model_fingerprint(model)
         # Strings are built here, not while tracing `metadata`: AutoGraph
         # would otherwise try (and fail) to convert the json module.
         self._model_config_json = config.to_json()
@@ -315,6 +319,43 @@ class ServingModule(tf.Module):
              tf.shape(items)),
         ]
 
+    def _item_value_checks(self, fn, name, items):
+        """Pixels finite, in [0, 1], ink = 1; features finite; ratings pools without repeats."""
+        c = self._config
+        if self._classification and c.encoder == "mlp":
+            return [(tf.reduce_all(tf.math.is_finite(items)),
+                     f"{fn}: input `{name}` holds NaN or Inf features")]
+        if self._classification:
+            finite = tf.math.is_finite(items)
+            clean = tf.where(finite, items, 0.0)
+            contract = PIXEL_CONTRACT if c.ink_images else "images are float32 in [0, 1]"
+            checks = [
+                (tf.reduce_all(finite),
+                 f"{fn}: input `{name}` holds NaN or Inf pixels; images are float32 in "
+                 "[0, 1]" + (", ink = 1" if c.ink_images else "")),
+                (tf.logical_and(tf.reduce_min(clean) >= 0.0, tf.reduce_max(clean) <= 1.0),
+                 f"{fn}: input `{name}` has pixels outside [0, 1] (min, max):",
+                 tf.reduce_min(clean), tf.reduce_max(clean), contract),
+            ]
+            if c.ink_images:
+                # Only Omniglot-style ink images have a known polarity; a
+                # photograph may well be bright on average.
+                means = tf.reduce_mean(clean, axis=[2, 3, 4])
+                checks.append(
+                    (tf.reduce_all(means <= MAX_MEAN_PIXEL),
+                     f"{fn}: input `{name}` has images whose mean pixel exceeds "
+                     f"{MAX_MEAN_PIXEL} (the background is ink):", tf.reduce_max(means),
+                     PIXEL_CONTRACT))
+            return checks
+        if fn != "begin":
+            return []  # queries may repeat an item; a pool must not
+        ordered = tf.sort(_static(items, [None, None]), axis=-1)  # rank checked before
+        repeated = tf.equal(ordered[:, 1:], ordered[:, :-1])
+        return [(tf.logical_not(tf.reduce_any(repeated)),
+                 f"{fn}: input `{name}` repeats an item within a pool (each item can "
+                 "be asked about once); repeated movieIds:",
+                 tf.boolean_mask(ordered[:, 1:], repeated))]
+
     def _items(self, fn, name, items):
         """Pool items as the model takes them: resized images or dense ids."""
         if self._classification and self._config.encoder == "mlp":
@@ -347,9 +388,28 @@ class ServingModule(tf.Module):
         ])
 
     def _episode_checks(self, fn, embeddings, state, labels, labeled):
-        """State and masks agree with the pool embeddings."""
+        """State and masks agree with the pool embeddings; all of it finite.
+
+        The finiteness checks read values, but whatever the shapes, so they
+        can share the shapes' stage: one NaN in the state would otherwise
+        turn every output into NaN without an error.
+        """
         e = _dims(embeddings, 3)
-        return [
+        checks = [
+            (e[0] > 0, f"{fn}: input `embeddings` holds an empty batch (0 episodes); send "
+             "at least one episode; got shape", tf.shape(embeddings)),
+            (tf.reduce_all(tf.math.is_finite(embeddings)),
+             f"{fn}: input `embeddings` holds NaN or Inf values; pass the `embeddings` "
+             "output of `begin` unchanged"),
+            (tf.reduce_all(tf.math.is_finite(state)),
+             f"{fn}: input `state` holds NaN or Inf values; pass the `state` output of "
+             "`begin`/`observe` unchanged"),
+        ]
+        if not self._classification:
+            checks.append((tf.reduce_all(tf.math.is_finite(labels)),
+                           f"{fn}: input `labels` holds NaN or Inf ratings; unknown ratings "
+                           "are 0 (with `labeled` 0), not NaN"))
+        return checks + [
             (tf.equal(e[2], self._embed_dim),
              f"{fn}: input `embeddings` must be [batch, pool, {self._embed_dim}] "
              "(from `begin`); got shape", tf.shape(embeddings)),
@@ -404,9 +464,13 @@ class ServingModule(tf.Module):
         (support,) = _validated([
             lambda: self._rank_checks("begin", [("support", support, rank, layout)]),
             lambda: self._item_shape_checks("begin", "support", support) + [
+                (tf.shape(support)[0] > 0,
+                 "begin: input `support` holds an empty batch (0 episodes); send at "
+                 "least one episode; got shape", tf.shape(support)),
                 (tf.shape(support)[1] > 0,
                  "begin: input `support` must hold at least one item per episode; "
                  "got shape", tf.shape(support))],
+            lambda: self._item_value_checks("begin", "support", support),
         ], [support])
         support = _static(support, self._item_shape)
         embeddings, state = self.model.begin(self._items("begin", "support", support))
@@ -496,8 +560,12 @@ class ServingModule(tf.Module):
                 (tf.equal(tf.shape(queries)[0], tf.shape(embeddings)[0]),
                  "predict: input `queries` must have the batch of `embeddings`; got "
                  "queries shape", tf.shape(queries), "embeddings shape",
-                 tf.shape(embeddings))],
-            lambda: self._value_checks(fn, labels, labeled),
+                 tf.shape(embeddings)),
+                (tf.shape(queries)[1] > 0,
+                 "predict: input `queries` must hold at least one item per episode; got "
+                 "shape", tf.shape(queries))],
+            lambda: self._value_checks(fn, labels, labeled)
+            + self._item_value_checks(fn, "queries", queries),
         ], [embeddings, state, labels, labeled, queries])
         embeddings, state, labels, labeled = self._episode_shapes(
             embeddings, state, labels, labeled)
@@ -521,6 +589,7 @@ class ServingModule(tf.Module):
             "model_config": tf.constant(self._model_config_json),
             "training_config": tf.constant(self._run_config_json),
             "checkpoint": tf.constant(self._checkpoint),
+            "fingerprint": tf.constant(self._fingerprint),
             "embed_dim": tf.constant(self._embed_dim, tf.int32),
             "state_size": tf.constant(self._state_size, tf.int32),
         }
@@ -528,6 +597,7 @@ class ServingModule(tf.Module):
             out["max_classes"] = tf.constant(c.max_classes, tf.int32)
             out["image_size"] = tf.constant(c.image_size, tf.int32)
             out["image_channels"] = tf.constant(c.image_channels, tf.int32)
+            out["ink_images"] = tf.constant(c.ink_images)
             out["encoder"] = tf.constant(c.encoder)
             out["feature_size"] = tf.constant(c.feature_size, tf.int32)
         else:

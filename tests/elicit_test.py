@@ -173,6 +173,8 @@ class ElicitTest(tf.test.TestCase):
             elicit.prepare(self.base, self.movies, version=99)
         with self.assertRaisesRegex(OSError, "does not exist|No MovieLens"):
             elicit.prepare(self.base, os.path.join(self.root, "nowhere", "movies.csv"))
+        with self.assertRaisesRegex(ValueError, "--pool_size must be >= 1.*got 0"):
+            elicit.prepare(self.base, self.movies, pool_size=0)
         path, _, titles, pool = elicit.prepare(self.base, self.movies, ratings=self.ratings,
                                                pool_size=POOL_SIZE)
         self.assertEqual(path, self.path)

@@ -305,6 +305,32 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(export_lib.latest_export(
             os.path.dirname(self.exports["classification"])), self.exports["classification"])
 
+    def test_concurrent_exports_claim_distinct_versions(self):
+        # Exports started at once into one base directory each get their own
+        # version instead of one dying on the other's folder.
+        import threading
+        base = os.path.join(self.root, "concurrent")
+        os.makedirs(os.path.join(base, "2"))
+        claimed, barrier = [], threading.Barrier(8)
+
+        def claim():
+            barrier.wait()
+            claimed.append(export_lib.claim_version(base))
+
+        threads = [threading.Thread(target=claim) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertCountEqual(claimed, range(3, 11))
+        self.assertEqual(export_lib.next_version(base), 11)  # claims count as taken
+        with self.assertRaisesRegex(FileExistsError, "another export is writing .*5"):
+            export_lib.claim_version(base, 5)
+        for version in claimed:
+            export_lib._release(base, version)
+        self.assertEqual(export_lib.next_version(base), 3)
+        self.assertEqual(export_lib.claim_version(base, 5), 5)
+
     def test_missing_checkpoint_fails_clearly(self):
         # The command's body in-process (the flag wiring is covered by the
         # subprocess run of the command above).
@@ -597,6 +623,63 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
                           "begin", support=tf.zeros([1, 0, 28, 28, 1]))
         self.assert_fails("input `queries` must have the batch of `embeddings`",
                           "classification", "predict", queries=tf.zeros([3, 2, 28, 28, 1]))
+
+    @parameterized.parameters(("begin", "support"), ("predict", "queries"))
+    def test_pixel_values(self, signature, name):
+        contract = ("looks like 0-255 or inverted ink: images are float32 in \\[0, 1\\], "
+                    "ink = 1")
+        nan_pixel = lambda x: tf.tensor_scatter_nd_update(  # noqa: E731
+            x, [[0, 0, 3, 3, 0]], [np.nan])
+        self.assert_fails(f"input `{name}` holds NaN or Inf pixels", "classification",
+                          signature, **{name: nan_pixel})
+        self.assert_fails(f"input `{name}` has pixels outside \\[0, 1\\].*{contract}",
+                          "classification", signature, **{name: lambda x: x * 255.0})
+        self.assert_fails(f"input `{name}` has images whose mean pixel exceeds 0.5.*"
+                          f"{contract}", "classification", signature,
+                          **{name: lambda x: 1.0 - x})
+
+    @parameterized.product(task=["classification", "regression"],
+                           signature=["select", "observe", "predict"])
+    def test_non_finite_episode_values(self, task, signature):
+        poison = lambda x: tf.tensor_scatter_nd_update(  # noqa: E731
+            x, [[0] * len(x.shape)], [np.inf if task == "regression" else np.nan])
+        self.assert_fails("input `embeddings` holds NaN or Inf", task, signature,
+                          embeddings=poison)
+        self.assert_fails("input `state` holds NaN or Inf", task, signature, state=poison)
+        if task == "regression":
+            # An unknown rating is ignored, but NaN * 0 is still NaN.
+            self.assert_fails("input `labels` holds NaN or Inf ratings", task, signature,
+                              labels=lambda l: tf.tensor_scatter_nd_update(
+                                  l, [[0, 0]], [np.nan]))
+
+    def test_repeated_item_in_a_pool(self):
+        self.assert_fails("input `support` repeats an item within a pool.*"
+                          "\\[107\\]", "regression", "begin",
+                          support=tf.constant([[100, 107, 114], [107, 114, 107]], tf.int64))
+        # Held-out queries may repeat an item: they are not asked about.
+        queries = self.episode["regression_items"][1]
+        self.call("regression", "predict",
+                  queries=tf.constant(np.concatenate([queries[:, :1], queries[:, :1]], 1)))
+
+    @parameterized.parameters("classification", "regression")
+    def test_empty_batch_and_query_set_are_refused_by_name(self, task):
+        support = self.episode[task + "_items"][0]
+        self.assert_fails("input `support` holds an empty batch", task, "begin",
+                          support=tf.constant(support[:0]))
+        self.assert_fails("input `embeddings` holds an empty batch", task, "select",
+                          embeddings=lambda e: e[:0], state=lambda s: s[:0],
+                          labels=lambda l: l[:0], labeled=lambda m: m[:0])
+        self.assert_fails("input `queries` must hold at least one item", task, "predict",
+                          queries=lambda q: q[:, :0])
+
+    def test_metadata_fingerprint_is_the_model_fingerprint(self):
+        from active_learning.fingerprint import model_fingerprint
+        for task in ("classification", "regression"):
+            meta = self.sigs[task]["metadata"](dummy=tf.constant(0))
+            self.assertEqual(meta["fingerprint"].numpy().decode(),
+                             model_fingerprint(Shared.models[task]))
+        self.assertNotEqual(model_fingerprint(Shared.models["classification"]),
+                            model_fingerprint(Shared.models["regression"]))
 
     def test_wrong_dtype_is_rejected_by_the_signature(self):
         # The dtype is part of the signature: TensorFlow refuses the call

@@ -322,6 +322,62 @@ class ActiveSessionTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, f"holds a {task} session"):
             ActiveSession.load(path, Shared.exports[other])
 
+    def test_damaged_session_files_are_named(self):
+        session = ActiveSession(Shared.models["regression"], Shared.pools["regression"],
+                                vocabulary=VOCABULARY)
+        path = os.path.join(self.tmp, "good.npz")
+        session.save(path)
+        with open(path, "rb") as f:
+            good = f.read()
+        damaged = {"empty": b"", "truncated": good[:len(good) // 2],
+                   "corrupt": b"\x93NUMPY garbage" + bytes(range(256)),
+                   "json": b'{"not": "a session"}'}
+        for name, content in damaged.items():
+            bad = os.path.join(self.tmp, f"{name}.npz")
+            with open(bad, "wb") as f:
+                f.write(content)
+            with self.assertRaisesRegex(ValueError, f"{bad} is not a readable session file",
+                                        msg=name):
+                ActiveSession.load(bad, Shared.models["regression"], vocabulary=VOCABULARY)
+        with self.assertRaisesRegex(ValueError, "lacks \\['task'"):
+            np.savez(os.path.join(self.tmp, "partial.npz"), format=np.int64(2))
+            ActiveSession.load(os.path.join(self.tmp, "partial.npz"),
+                               Shared.models["regression"], vocabulary=VOCABULARY)
+
+    def test_session_loads_only_into_the_model_that_wrote_it(self):
+        keras.utils.set_random_seed(7)
+        other = ActiveMatchingNetwork(Shared.models["regression"].config)  # same shapes
+        session = ActiveSession(Shared.exports["regression"], Shared.pools["regression"])
+        session.teach(0, 4.0)
+        path = os.path.join(self.tmp, "session.npz")
+        session.save(path)
+        # The in-memory model the export came from is the same model.
+        ActiveSession.load(path, Shared.models["regression"], vocabulary=VOCABULARY)
+        with self.assertRaisesRegex(ValueError, "saved with another model \\(fingerprint "
+                                    ".*allow_other_model=True"):
+            ActiveSession.load(path, other, vocabulary=VOCABULARY)
+        restored = ActiveSession.load(path, other, vocabulary=VOCABULARY,
+                                      allow_other_model=True)
+        self.assertAllEqual(restored.labeled_indices, [0])
+
+    def test_pool_values_are_checked(self):
+        images = Shared.pools["classification"]
+        model = Shared.models["classification"]
+        contract = "looks like 0-255 or inverted ink: images are float32 in \\[0, 1\\]"
+        with self.assertRaisesRegex(ValueError, f"outside \\[0, 1\\].*{contract}"):
+            ActiveSession(model, images * 255)
+        with self.assertRaisesRegex(ValueError, f"mean pixel exceeds 0.5.*{contract}"):
+            ActiveSession(model, 1.0 - images)
+        with self.assertRaisesRegex(ValueError, "NaN or Inf pixels"):
+            ActiveSession(model, np.where(np.arange(POOL)[:, None, None] == 2, np.nan, images))
+        pool = Shared.pools["regression"].copy()
+        pool[3] = pool[5]
+        with self.assertRaisesRegex(ValueError, f"the pool repeats item ids \\[{pool[5]}\\]"):
+            ActiveSession(Shared.exports["regression"], pool)
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError, "repeats an item"):
+            # The signature checks it too, for clients other than this one.
+            Shared.loaded["regression"].signatures["begin"](support=tf.constant(pool[None]))
+
     def test_seed_breaks_ties(self):
         def order(seed):
             session = ActiveSession(Shared.models["regression"], Shared.pools["regression"],

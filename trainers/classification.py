@@ -80,9 +80,9 @@ def _check_flags():
     try:
         choices = [int(w) for w in FLAGS.ways_choices]
     except ValueError:
-        choices = []
-        problems.append("--ways_choices must be comma-separated integers, got "
-                        f"{','.join(FLAGS.ways_choices)}")
+        raise flags.ValidationError(
+            f"--ways_choices must be comma-separated integers (e.g. 5,10,15,20), got "
+            f"{','.join(FLAGS.ways_choices)!r}") from None
     all_ways = choices or [FLAGS.ways]
     eval_ways = FLAGS.eval_ways or max(all_ways)
     pool_per_class = FLAGS.items_per_class
@@ -139,11 +139,17 @@ def build_setup():
     choices, all_ways, eval_ways, budget, temperatures = _check_flags()
     pool_per_class = FLAGS.items_per_class
     spec = data_spec()
+    omniglot = spec.startswith("omniglot:")
+    # A directory of another task or episode shape is refused before any data
+    # is read; the model config is compared once the model is built.
+    name = "omniglot" if omniglot else "classification"
+    common.check_model_dir({"task": name, "dataset": name, "ways": all_ways,
+                            "eval_ways": eval_ways, "shots": FLAGS.shots,
+                            "items_per_class": pool_per_class, "budget": budget})
     data = load_data(spec)  # Its errors name the file, folder or line.
     if data.kind == "image" and FLAGS.image_size and data.item_shape[0] != FLAGS.image_size:
         raise flags.ValidationError(f"--image_size {FLAGS.image_size}: Omniglot is decoded "
                                     f"at {data.item_shape[0]}x{data.item_shape[0]}")
-    omniglot = spec.startswith("omniglot:")
     rotate = FLAGS.rotate if FLAGS.rotate is not None else omniglot
     if rotate and data.kind != "image":
         raise flags.ValidationError("--rotate needs images; this data holds feature vectors")

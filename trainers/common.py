@@ -23,6 +23,8 @@ from active_learning import checkpoints
 from active_learning import evaluation
 from active_learning.policies import make_policy
 from active_learning.training import TrainConfig, Trainer
+from trainers import model_dir as model_dirs
+from trainers import recovery
 
 FLAGS = flags.FLAGS
 
@@ -104,6 +106,9 @@ class TaskSetup:
     # resume: sets what comes from this run's data rather than from training
     # or from the source model (the feature encoder's standardisation).
     on_new_run: Optional[Callable[[object], None]] = None
+    # Files the task keeps in the model directory (MovieLens: latent factors,
+    # vocabulary), written only once the directory is known to be this run's.
+    write_files: Optional[Callable[[str], None]] = None
 
 
 def make_strategy(name):
@@ -147,8 +152,19 @@ def check_common_flags():
             problems.append(f"--{name} must be >= 1, got {getattr(FLAGS, name)}")
     if FLAGS.budget is not None and FLAGS.budget < 1:
         problems.append(f"--budget must be >= 1, got {FLAGS.budget}")
+    if FLAGS.keep_checkpoints < 1:
+        problems.append(f"--keep_checkpoints must be >= 1 (the newest checkpoint is what a "
+                        f"rerun resumes from), got {FLAGS.keep_checkpoints}")
     if problems:
         raise flags.ValidationError("; ".join(problems))
+
+
+def check_model_dir(run_config):
+    """Refuses a --model_dir that holds another run, before any data is read."""
+    try:
+        model_dirs.check(FLAGS.model_dir, run_config)
+    except model_dirs.ModelDirMismatch as e:
+        raise flags.ValidationError(str(e)) from None
 
 
 class _StopRequested(Exception):
@@ -162,9 +178,7 @@ def _format_eta(seconds):
 
 def _write_run_config(model_dir, setup, train_config):
     path = os.path.join(model_dir, checkpoints.RUN_CONFIG)
-    record = dict(setup.run_config)
-    record.update(task=setup.name, train_config=dataclasses.asdict(train_config),
-                  flags={f.name: f.value for f in FLAGS.get_flags_for_module(__name__)})
+    record = run_record(setup, train_config)
     if os.path.exists(path):
         old = checkpoints.read_json(path)
         if old.get("train_config", {}).get("seed") != train_config.seed:
@@ -195,36 +209,70 @@ def evaluate_setup(setup, model, num_episodes, batch_size, seed):
     return results
 
 
+class Interrupted(SystemExit):
+    """SIGTERM or SIGINT stopped an unfinished run (after saving a checkpoint).
+
+    A SystemExit with code 128 + the signal number, the shell's convention,
+    so that a scheduler or script sees that the run did not finish.
+    """
+
+
+def run_record(setup, train_config=None):
+    """What `run_config.json` records: the task's run config, task, flags."""
+    record = dict(setup.run_config)
+    record["task"] = setup.name
+    if train_config is not None:
+        record.update(train_config=dataclasses.asdict(train_config),
+                      flags={f.name: f.value for f in FLAGS.get_flags_for_module(__name__)})
+    return record
+
+
+def _is_eval_step(step, total):
+    return step > 0 and (step % FLAGS.eval_interval == 0 or step == total)
+
+
 def run_training(setup: TaskSetup, train_config: TrainConfig, strategy):
-    """The resumable training loop. Returns the final metrics dict."""
+    """The resumable training loop. Returns the final metrics dict.
+
+    Raises:
+      SystemExit: the model directory holds another run (nothing written),
+        no checkpoint restores, the loss went non-finite, or a signal stopped
+        the run (`Interrupted`, after a checkpoint was saved).
+    """
     model_dir = FLAGS.model_dir
-    tf.io.gfile.makedirs(model_dir)
     model = setup.model
+    try:
+        model_dirs.check(model_dir, run_record(setup), model.config)
+    except model_dirs.ModelDirMismatch as e:
+        raise SystemExit(str(e)) from e
+    tf.io.gfile.makedirs(model_dir)
+    if setup.write_files:
+        setup.write_files(model_dir)
     trainer = Trainer(model, train_config, strategy=strategy, item_scores=setup.item_scores)
     checkpoints.save_model_config(model_dir, model.config)
     _write_run_config(model_dir, setup, train_config)
 
+    recovery.clean_temporary_files(model_dir)
     state = tf.train.Checkpoint(model=model, optimizer=trainer.optimizer, step=trainer.step,
                                 trainer_rng=trainer.rng, sampler_rng=setup.train_sampler.rng)
-    manager = tf.train.CheckpointManager(
-        state, os.path.join(model_dir, checkpoints.CHECKPOINTS),
-        max_to_keep=FLAGS.keep_checkpoints)
+    checkpoint_dir = os.path.join(model_dir, checkpoints.CHECKPOINTS)
+    best_dir = os.path.join(model_dir, checkpoints.BEST)
+    restored = recovery.restore_newest(state, checkpoint_dir)
+    recovery.rebuild_index(best_dir)
+    manager = tf.train.CheckpointManager(state, checkpoint_dir,
+                                         max_to_keep=FLAGS.keep_checkpoints)
     best_manager = tf.train.CheckpointManager(
-        tf.train.Checkpoint(model=model, step=trainer.step),
-        os.path.join(model_dir, checkpoints.BEST), max_to_keep=1)
+        tf.train.Checkpoint(model=model, step=trainer.step), best_dir, max_to_keep=1)
     best_path = os.path.join(model_dir, "best.json")
     best = checkpoints.read_json(best_path) if os.path.exists(best_path) else None
+    if best is not None and not best_manager.latest_checkpoint:
+        logging.warning("%s names step %s but %s holds no checkpoint; the best is chosen "
+                        "anew", best_path, best.get("step"), best_dir)
+        best = None
 
-    if manager.latest_checkpoint:
-        try:
-            state.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        except (tf.errors.OpError, AssertionError, ValueError) as e:
-            raise SystemExit(
-                f"cannot resume from {manager.latest_checkpoint}: it is corrupt or was "
-                f"written by a different model/flags ({e}). Use a new --model_dir, or "
-                "delete the bad checkpoint to fall back to an older one.") from e
-        logging.info("resumed from %s at step %d", manager.latest_checkpoint,
-                     int(trainer.step.numpy()))
+    total = FLAGS.train_steps
+    if restored:
+        logging.info("resumed from %s at step %d", restored, int(trainer.step.numpy()))
     elif FLAGS.init_from:
         try:
             source, fresh, differ = checkpoints.initialize_from(model, FLAGS.init_from)
@@ -239,19 +287,26 @@ def run_training(setup: TaskSetup, train_config: TrainConfig, strategy):
                 len(model.variables) - len(fresh), len(model.variables), ", ".join(fresh))
     else:
         logging.info("starting a new run in %s", model_dir)
-    if not manager.latest_checkpoint and setup.on_new_run is not None:
+    if not restored and setup.on_new_run is not None:
         setup.on_new_run(model)
 
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
     eval_writer = tf.summary.create_file_writer(os.path.join(model_dir, "validation"))
+    start_step = int(trainer.step.numpy())
+    # A run that died after saving an evaluation step's checkpoint but before
+    # recording that evaluation evaluates it now, as the uninterrupted run did.
+    evaluated = best.get("evaluated_step", best["step"]) if best else 0
+    if _is_eval_step(start_step, total) and evaluated < start_step:
+        logging.info("step %d was saved but not evaluated; evaluating it now", start_step)
+        best = _evaluate_and_keep_best(setup, model, start_step, eval_writer, best_manager,
+                                       best, best_path, train_config.policy)
+
     stop = {"signal": None}
 
     def request_stop(signum, _frame):
         stop["signal"] = signum
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    total = FLAGS.train_steps
-    start_step = int(trainer.step.numpy())
     window_start, window_step = time.time(), start_step
     last_saved = manager.latest_checkpoint
     try:
@@ -285,16 +340,19 @@ def run_training(setup: TaskSetup, train_config: TrainConfig, strategy):
                     _format_eta((total - step) / max(rate, 1e-9)))
             if step % FLAGS.checkpoint_interval == 0 or step == total:
                 last_saved = manager.save(checkpoint_number=step)
-            if step % FLAGS.eval_interval == 0 or step == total:
+            if _is_eval_step(step, total):
                 best = _evaluate_and_keep_best(setup, model, step, eval_writer, best_manager,
                                                best, best_path, train_config.policy)
             if stop["signal"] is not None:
                 raise _StopRequested()
     except _StopRequested:
         path = manager.save(checkpoint_number=int(trainer.step.numpy()))
-        logging.info("stopped by signal %s; saved %s. Rerun the same command to resume.",
-                     stop["signal"], path)
-        return None
+        signum = stop["signal"]
+        message = (f"stopped by signal {signal.Signals(signum).name} at step "
+                   f"{int(trainer.step.numpy())}/{total}; saved {path}. Rerun the same "
+                   "command to resume.")
+        logging.warning("%s", message)
+        raise Interrupted(128 + signum) from None
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -324,15 +382,22 @@ def _evaluate_and_keep_best(setup, model, step, writer, best_manager, best, best
     if improved:
         best_manager.save(checkpoint_number=step)
         best = {"step": step, "value": value, "metric": setup.metric_name, "policy": policy}
-        checkpoints.write_json_atomic(best_path, best)
+    # `evaluated_step` tells a resumed run which evaluations already happened
+    # (written last: a run killed before it evaluates the step again).
+    best = dict(best, evaluated_step=step)
+    checkpoints.write_json_atomic(best_path, best)
     return best
 
 
 def write_final_metrics(setup, model_dir, model):
     """Evaluates every comparison policy with the best weights; metrics.json."""
     best_path = tf.train.latest_checkpoint(os.path.join(model_dir, checkpoints.BEST))
-    if best_path:
-        tf.train.Checkpoint(model=model).restore(best_path).expect_partial()
+    if not best_path:
+        raise SystemExit(f"{model_dir} has no best checkpoint to evaluate (best/ is empty); "
+                         "rerun the same command to evaluate the last checkpoint")
+    tf.train.Checkpoint(model=model).restore(best_path).expect_partial()
+    logging.info("final evaluation of %s: %d episodes per policy", best_path,
+                 FLAGS.final_eval_episodes)
     results = evaluate_setup(setup, model, FLAGS.final_eval_episodes, FLAGS.batch_size,
                              seed=FLAGS.seed + 1)
     record = {"task": setup.name, "metric": setup.metric_name, "split": "validation",

@@ -46,6 +46,13 @@ def build_setup():
         raise flags.ValidationError("--support_size must be >= 2 and --query_size >= 1")
     reader_config = ratings_data.reader_config_from_flags()
     prep_config = ratings_data.prep_config_from_flags(FLAGS.seed)
+    movielens = ratings_data.is_movielens(reader_config)
+    # A directory of another task or episode shape is refused before any data
+    # is read; the model config is compared once the model is built.
+    common.check_model_dir({"task": "movielens" if movielens else "ratings",
+                            "dataset": "movielens" if movielens else "ratings",
+                            "budget": budget, "support_size": FLAGS.support_size,
+                            "query_size": FLAGS.query_size})
 
     source = reader_config["source"]
     reader_args = {k: v for k, v in reader_config.items() if k not in ("source", "kind")}
@@ -63,18 +70,22 @@ def build_setup():
                  "(latest timestamp wins), %s", source, rating_min, rating_max, duplicates,
                  data.summary())
 
-    model_dir = FLAGS.model_dir
-    os.makedirs(model_dir, exist_ok=True)
-    factors_path = os.path.join(model_dir, latent_factors.DEFAULT_FILENAME)
-    if os.path.exists(factors_path):
-        factors = latent_factors.load_latent_factors(factors_path, movie_ids=data.movie_ids)
-    else:
+    factors_path = os.path.join(FLAGS.model_dir, latent_factors.DEFAULT_FILENAME)
+    new_factors = not os.path.exists(factors_path)
+    if new_factors:
         factors = latent_factors.train_latent_factors(
             data, dim=FLAGS.latent_dim, steps=FLAGS.latent_steps, seed=FLAGS.seed)
-        factors.save(factors_path)
+    else:
+        factors = latent_factors.load_latent_factors(factors_path, movie_ids=data.movie_ids)
     logging.info("latent factors: train RMSE %.4f, validation RMSE %.4f (mean baseline %.4f)",
                  factors.train_rmse, factors.validation_rmse, factors.baseline_rmse)
-    checkpoints.save_vocabulary(model_dir, data.movie_ids)
+
+    def write_files(directory):
+        # Written by the training loop once the directory is known to be
+        # this run's (or new): a refused run leaves it untouched.
+        if new_factors:
+            factors.save(os.path.join(directory, latent_factors.DEFAULT_FILENAME))
+        checkpoints.save_vocabulary(directory, data.movie_ids)
 
     train_sampler = ratings_episodes.EpisodeSampler(data.train, FLAGS.support_size,
                                                     FLAGS.query_size, seed=FLAGS.seed)
@@ -88,7 +99,6 @@ def build_setup():
                          train_item_table=FLAGS.train_item_table,
                          rating_min=rating_min, rating_max=rating_max,
                          rating_prior=float(factors.global_bias), item_prior=FLAGS.item_prior)
-    movielens = ratings_data.is_movielens(reader_config)
     run_config = {
         "dataset": "movielens" if movielens else "ratings",
         "data_dir": source, "budget": budget,
@@ -106,7 +116,8 @@ def build_setup():
         make_eval_sampler=make_eval_sampler,
         eval_policies=["greedy", "random", "min_max_cos", "popular_entropy"],
         num_steps=budget, higher_is_better=False, metric_name="rmse",
-        item_scores=ratings_prep.popularity_entropy(data), run_config=run_config)
+        item_scores=ratings_prep.popularity_entropy(data), run_config=run_config,
+        write_files=write_files)
     return config, factors, setup
 
 
