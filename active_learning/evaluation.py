@@ -62,12 +62,17 @@ def mean_and_ci(samples, axis=0):
     return mean, Z_95 * samples.std(axis=axis, ddof=1) / math.sqrt(n)
 
 
-def make_rollout_fn(model, policy, num_steps):
-    """A compiled rollout returning just what evaluation reads."""
+def make_rollout_fn(model, policy, num_steps, query_batch=1):
+    """A compiled rollout returning just what evaluation reads.
+
+    With `query_batch` K > 1 labels arrive in rounds of K and the curves have
+    one entry per round (after K, 2K, ... labels).
+    """
 
     @tf.function(reduce_retracing=True)
     def run(batch, seed):
-        out = rollout.unroll(model, batch, policy, num_steps, seed, slow_every_step=True)
+        out = rollout.unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
+                             query_batch=query_batch)
         labels = rollout.episode_from_batch(batch).support_labels
         every = rollout.distinct_labels(labels, tf.ones(tf.shape(labels), tf.bool))
         return {"query_metric": out["query_metric"],
@@ -79,18 +84,21 @@ def make_rollout_fn(model, policy, num_steps):
 
 
 def evaluate_policy(model, sample_batch, policy, num_steps, num_episodes, batch_size,
-                    seed=0, rollout_fn=None, progress=None, keep_episodes=False):
+                    seed=0, rollout_fn=None, progress=None, keep_episodes=False,
+                    query_batch=1):
     """Evaluates `policy` on `num_episodes` episodes from `sample_batch(batch_size)`.
 
     `sample_batch` must be a fresh seeded sampler's `sample` so that every
     policy sees the same episodes. Returns a dict of per-step lists:
-    `metric`, `metric_ci`, `distinct_labels`, `found_all`, plus `episodes`.
+    `metric`, `metric_ci`, `distinct_labels`, `found_all`, plus `episodes`
+    and `labels` (the label count of each entry: 1..T, or K, 2K, ..., T with
+    `query_batch` K, labels arriving in rounds of K).
 
     `progress(done, total)`, if given, is called after every batch (long
     runs log from it). With `keep_episodes`, the result also holds
     `per_episode`: numpy `metric`, `distinct_labels` and `actions`, `[E, T]`.
     """
-    run = rollout_fn or make_rollout_fn(model, policy, num_steps)
+    run = rollout_fn or make_rollout_fn(model, policy, num_steps, query_batch)
     metrics, distinct, found_all, actions = [], [], [], []
     batches = max(1, math.ceil(num_episodes / batch_size))
     for i in range(batches):
@@ -110,7 +118,8 @@ def evaluate_policy(model, sample_batch, policy, num_steps, num_episodes, batch_
     result = {"metric": mean.tolist(), "metric_ci": ci.tolist(),
               "distinct_labels": distinct.mean(axis=0).tolist(),
               "found_all": found_all.mean(axis=0).tolist(),
-              "episodes": int(metrics.shape[0])}
+              "episodes": int(metrics.shape[0]),
+              "labels": list(range(query_batch, num_steps + 1, query_batch))}
     if keep_episodes:
         result["per_episode"] = {"metric": metrics, "distinct_labels": distinct,
                                  "actions": np.concatenate(actions)[:num_episodes]}
