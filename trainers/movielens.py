@@ -45,6 +45,9 @@ def build_setup():
     if budget > FLAGS.support_size:
         raise flags.ValidationError(f"label budget {budget} exceeds the pool of "
                                     f"--support_size={FLAGS.support_size} movies")
+    if budget % FLAGS.query_batch:
+        raise flags.ValidationError(f"--query_batch={FLAGS.query_batch} must divide the label "
+                                    f"budget {budget} (labels arrive in whole rounds)")
     if FLAGS.support_size < 2 or FLAGS.query_size < 1:
         raise flags.ValidationError("--support_size must be >= 2 and --query_size >= 1")
 
@@ -85,7 +88,8 @@ def build_setup():
                          rating_prior=float(factors.global_bias), item_prior=FLAGS.item_prior)
     run_config = {"dataset": "movielens", "data_dir": FLAGS.data_dir, "budget": budget,
                   "support_size": FLAGS.support_size, "query_size": FLAGS.query_size,
-                  "data": data.summary(), "latent_validation_rmse": factors.validation_rmse}
+                  "data": data.summary(), "latent_validation_rmse": factors.validation_rmse,
+                  "query_batch": FLAGS.query_batch}
     setup = dict(
         name="movielens", train_sampler=train_sampler, make_eval_sampler=make_eval_sampler,
         eval_policies=["greedy", "random", "min_max_cos", "popular_entropy"],

@@ -64,6 +64,10 @@ def build_setup():
     if budget > eval_ways * pool_per_class:
         problems.append(f"label budget {budget} exceeds the pool of {eval_ways} x "
                         f"{pool_per_class} = {eval_ways * pool_per_class} items")
+    for total in sorted({w * FLAGS.shots for w in all_ways} | {budget}):
+        if total % FLAGS.query_batch:
+            problems.append(f"--query_batch={FLAGS.query_batch} must divide the label "
+                            f"budget {total} (labels arrive in whole rounds)")
     if FLAGS.shots > pool_per_class:
         problems.append(f"--shots {FLAGS.shots} exceeds --items_per_class {pool_per_class}")
     try:
@@ -120,7 +124,7 @@ def build_setup():
     run_config = {"dataset": "omniglot", "data_dir": FLAGS.data_dir, "split": description,
                   "ways": all_ways, "eval_ways": eval_ways, "shots": FLAGS.shots,
                   "items_per_class": pool_per_class, "budget": budget,
-                  "rotate": FLAGS.rotate}
+                  "rotate": FLAGS.rotate, "query_batch": FLAGS.query_batch}
     return config, dict(
         name="omniglot", train_sampler=train_sampler, make_eval_sampler=make_eval_sampler,
         eval_policies=["greedy", "random", "min_max_cos", "oracle"], num_steps=budget,
