@@ -483,7 +483,8 @@ def _evaluate_rows(rows, make_sampler, num_steps, num_episodes, batch_size, seed
     done, results = {}, {}
     for row in rows:
         model = row["model"]
-        key = (model.source, row["policy"])
+        query_batch = row.get("query_batch", 1)
+        key = (model.source, row["policy"], query_batch)
         if key not in done:
             if row["policy"] == "entropy" and any(
                     p.startswith("fast_predictor/") for p in model.missing):
@@ -498,7 +499,7 @@ def _evaluate_rows(rows, make_sampler, num_steps, num_episodes, batch_size, seed
             sampler = make_sampler()
             result = evaluate_policy(
                 model.model, sampler.sample, policy, num_steps, num_episodes,
-                batch_size, seed=seed, keep_episodes=keep_episodes,
+                batch_size, seed=seed, keep_episodes=keep_episodes, query_batch=query_batch,
                 progress=ProgressLog(f"{row['label']} ({row['policy']})", progress_every, log))
             result["seconds"] = round(time.perf_counter() - start, 1)
             done[key] = result
@@ -566,6 +567,72 @@ def _check_classification(model, ways, labels, episodes, split):
     if ways > episodes.num_classes(split):
         raise ValueError(f"{ways}-way episodes need {ways} classes; the {split} split has "
                          f"{episodes.num_classes(split)}")
+
+
+# ---------------------------------------------------------------------------
+# Batch queries.
+
+# The rows of a batch-query table: (label, policy, asked in rounds of k?).
+# Every row drives the same weights through the same round rollout; the last
+# is the same model asked one label at a time, the reference a batch should
+# match.
+BATCH_ROWS = (
+    ("Learned, k picked jointly", "greedy", True),
+    ("Top k of the sequential ranking", "top_k", True),
+    ("Random k", "random", True),
+    ("Greedy k-centre (batch Min-Max-Cos)", "min_max_cos", True),
+    ("Oracle", "oracle", True),
+    ("Learned, one label at a time", "greedy", False),
+)
+
+
+def run_batch_table(model, make_sampler, num_steps, query_batch, num_episodes=1000,
+                    batch_size=50, seed=0, split="test", ways=None, item_scores=None,
+                    progress_every=30.0, log=None):
+    """Held-out metric after `num_steps` labels asked in rounds of `query_batch`.
+
+    `model` is a `LoadedModel`, `make_sampler` a fresh seeded episode sampler
+    factory (every row sees the same episodes). Rows: `BATCH_ROWS`; the
+    oracle is the class-balanced one on Omniglot (any item of a class neither
+    labelled nor picked earlier in the round) and, on MovieLens, the item
+    whose rating most improves the held-out prediction given the labelled
+    and pending ratings. Accuracies in percent; RMSE as is.
+    """
+    if num_steps % query_batch:
+        raise ValueError(f"query_batch={query_batch} must divide the {num_steps} labels")
+    classification = model.task == "classification"
+    rows = []
+    for label, policy, batched in BATCH_ROWS:
+        if policy == "oracle" and classification:
+            policy = "balanced"
+        rows.append({"key": f"{policy}_k{query_batch if batched else 1}", "label": label,
+                     "policy": policy, "model": model,
+                     "query_batch": query_batch if batched else 1})
+    start = time.perf_counter()
+    results = _evaluate_rows(rows, make_sampler, num_steps, num_episodes, batch_size, seed,
+                             item_scores=item_scores, progress_every=progress_every,
+                             log=log)
+    scale = 100.0 if classification else 1.0
+    out_rows = []
+    for row in rows:
+        result = results[row["key"]]
+        record = _row_record(row, result)
+        record.update(
+            query_batch=row["query_batch"], labels=result["labels"],
+            metric=scale * result["metric"][-1], ci=scale * result["metric_ci"][-1],
+            curve=[scale * m for m in result["metric"]],
+            curve_ci=[scale * c for c in result["metric_ci"]],
+            distinct_labels=result["distinct_labels"][-1] if classification else None,
+            found_all=result["found_all"][-1] if classification else None,
+            distinct_curve=result["distinct_labels"] if classification else None)
+        out_rows.append(record)
+    return {"figure": "batch", "task": "omniglot" if classification else "movielens",
+            "metric": "accuracy_pct" if classification else "rmse", "split": split,
+            "ways": ways, "labels": num_steps, "query_batch": query_batch,
+            "rounds": num_steps // query_batch, "episodes": num_episodes, "seed": seed,
+            "batch_size": batch_size, "model": model.source, "rows": out_rows,
+            "trained_query_batch": int(model.run_config.get("query_batch") or 1),
+            "seconds": round(time.perf_counter() - start, 1)}
 
 
 # ---------------------------------------------------------------------------
@@ -1012,8 +1079,29 @@ def figure4_markdown(record):
     return "\n".join(lines) + "\n"
 
 
+def batch_markdown(record):
+    """A batch-query table: every row's final metric, distinct classes, curve."""
+    classification = record["task"] == "omniglot"
+    what = (f"Omniglot {record['ways']}-way" if classification else "MovieLens")
+    k, rounds = record["query_batch"], record["rounds"]
+    metric = "accuracy ± 95% CI" if classification else "RMSE ± 95% CI"
+    lines = [f"**{what}, {record['labels']} labels as {rounds} round"
+             f"{'s' if rounds > 1 else ''} of {k}** (model trained with K = "
+             f"{record['trained_query_batch']}): " + _header(record), "",
+             f"| Policy | k | {metric} |" + (" distinct classes | all found |"
+                                            if classification else ""),
+             "| --- | ---: | ---: |" + (" ---: | ---: |" if classification else "")]
+    for row in record["rows"]:
+        value = (_pct(row["metric"], row["ci"]) if classification
+                 else _rmse_text(row["metric"], row["ci"]))
+        extra = (f" {row['distinct_labels']:.2f} | {100 * row['found_all']:.1f}% |"
+                 if classification else "")
+        lines.append(f"| {row['label']} | {row['query_batch']} | {value} |{extra}")
+    return "\n".join(lines) + "\n"
+
+
 MARKDOWN = {"table1": table1_markdown, "figure3": figure3_markdown,
-            "figure4": figure4_markdown}
+            "figure4": figure4_markdown, "batch": batch_markdown}
 
 
 def csv_rows(record):
@@ -1052,6 +1140,15 @@ def csv_rows(record):
         for row in record["rows"]:
             if row["rmse"] is not None:
                 add("curve", row, "rmse", row["rmse"], row["ci"])
+    elif figure == "batch":
+        for row in record["rows"]:
+            for t, value, ci in zip(row["labels"], row["curve"], row["curve_ci"]):
+                out.append({"figure": figure, "panel": f"k{row['query_batch']}",
+                            "row": row["key"], "label": row["label"],
+                            "policy": row["policy"], "model": row["model"],
+                            "labels_requested": t, "metric": record["metric"],
+                            "value": value, "ci": ci, "paper_value": None,
+                            "paper_ci": None})
     else:
         raise ValueError(f"unknown figure {figure!r}")
     return out
@@ -1141,6 +1238,20 @@ def plot_record(record, path):
         axes.set_title(f"MovieLens, {record['episodes']} {record['split']} episodes",
                        fontsize=9)
         axes.legend(fontsize=7)
+    elif figure == "batch":
+        fig = _new_figure(5.0, 3.4)
+        axes = fig.add_subplot()
+        for row in record["rows"]:
+            axes.errorbar(row["labels"], row["curve"], yerr=row["curve_ci"],
+                          label=f"{row['label']} (k={row['query_batch']})", marker=".",
+                          capsize=2)
+        axes.set_xlabel("labels requested")
+        _integer_ticks(axes)
+        axes.set_ylabel("held-out accuracy (%)" if record["task"] == "omniglot"
+                        else "RMSE (per user, averaged)")
+        axes.set_title(f"{record['labels']} labels in rounds of {record['query_batch']}, "
+                       f"{record['episodes']} {record['split']} episodes", fontsize=9)
+        axes.legend(fontsize=6)
     else:
         raise ValueError(f"unknown figure {figure!r}")
     fig.savefig(path)
@@ -1166,6 +1277,9 @@ def output_name(record):
         return f"table1_{record['ways']}way{record['shots']}shot"
     if record["figure"] == "figure3":
         return f"figure3_{record['ways']}way"
+    if record["figure"] == "batch":
+        what = f"{record['ways']}way" if record["task"] == "omniglot" else "movielens"
+        return f"batch_{what}_{record['rounds']}x{record['query_batch']}"
     prior = (record.get("tuning") or {}).get("baseline_prior", "global")
     name = record["figure"] if prior == "global" else f"{record['figure']}_{prior}"
     return name + ("_baselines" if record.get("baselines_only") else "")
