@@ -258,7 +258,11 @@ class ActiveMatchingNetwork(keras.Model):
                 arrays = {key: arrays[key].write(j, values[key]) for key in record_keys}
             picks = picks.write(j, index)
             if read_pending:
-                state_j = self.read_pending(embeddings, state_j, index)
+                # The last pick of a round is never read: no pick follows it
+                # (and k = 1 costs what the sequential selector costs).
+                state_j = tf.cond(j + 1 < k,
+                                  lambda: self.read_pending(embeddings, state_j, index),
+                                  lambda: state_j)
             pending = tf.logical_or(pending, tf.one_hot(
                 index, tf.shape(labeled)[1], on_value=True, off_value=False))
             return j + 1, state_j, pending, picks, arrays
