@@ -63,12 +63,17 @@ def mean_and_ci(samples, axis=0):
     return mean, Z_95 * samples.std(axis=axis, ddof=1) / math.sqrt(n)
 
 
-def make_rollout_fn(model, policy, num_steps):
-    """A compiled rollout returning just what evaluation reads."""
+def make_rollout_fn(model, policy, num_steps, query_batch=1):
+    """A compiled rollout returning just what evaluation reads.
+
+    With `query_batch` K > 1 labels arrive in rounds of K and the curves have
+    one entry per round (after K, 2K, ... labels).
+    """
 
     @tf.function(reduce_retracing=True)
     def run(batch, seed):
-        out = rollout.unroll(model, batch, policy, num_steps, seed, slow_every_step=True)
+        out = rollout.unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
+                             query_batch=query_batch)
         labels = rollout.episode_from_batch(batch).support_labels
         every = rollout.distinct_labels(labels, tf.ones(tf.shape(labels), tf.bool))
         return {"query_metric": out["query_metric"],
@@ -80,18 +85,21 @@ def make_rollout_fn(model, policy, num_steps):
 
 
 def evaluate_policy(model, sample_batch, policy, num_steps, num_episodes, batch_size,
-                    seed=0, rollout_fn=None, progress=None, keep_episodes=False):
+                    seed=0, rollout_fn=None, progress=None, keep_episodes=False,
+                    query_batch=1):
     """Evaluates `policy` on `num_episodes` episodes from `sample_batch(batch_size)`.
 
     `sample_batch` must be a fresh seeded sampler's `sample` so that every
     policy sees the same episodes. Returns a dict of per-step lists:
-    `metric`, `metric_ci`, `distinct_labels`, `found_all`, plus `episodes`.
+    `metric`, `metric_ci`, `distinct_labels`, `found_all`, plus `episodes`
+    and `labels` (the label count of each entry: 1..T, or K, 2K, ..., T with
+    `query_batch` K, labels arriving in rounds of K).
 
     `progress(done, total)`, if given, is called after every batch (long
     runs log from it). With `keep_episodes`, the result also holds
     `per_episode`: numpy `metric`, `distinct_labels` and `actions`, `[E, T]`.
     """
-    run = rollout_fn or make_rollout_fn(model, policy, num_steps)
+    run = rollout_fn or make_rollout_fn(model, policy, num_steps, query_batch)
     metrics, distinct, found_all, actions = [], [], [], []
     batches = max(1, math.ceil(num_episodes / batch_size))
     for i in range(batches):
@@ -111,7 +119,8 @@ def evaluate_policy(model, sample_batch, policy, num_steps, num_episodes, batch_
     result = {"metric": mean.tolist(), "metric_ci": ci.tolist(),
               "distinct_labels": distinct.mean(axis=0).tolist(),
               "found_all": found_all.mean(axis=0).tolist(),
-              "episodes": int(metrics.shape[0])}
+              "episodes": int(metrics.shape[0]),
+              "labels": list(range(query_batch, num_steps + 1, query_batch))}
     if keep_episodes:
         result["per_episode"] = {"metric": metrics, "distinct_labels": distinct,
                                  "actions": np.concatenate(actions)[:num_episodes]}
@@ -518,7 +527,8 @@ def _evaluate_rows(rows, make_sampler, num_steps, num_episodes, batch_size, seed
     done, results = {}, {}
     for row in rows:
         model = row["model"]
-        key = (model.source, row["policy"])
+        query_batch = row.get("query_batch", 1)
+        key = (model.source, row["policy"], query_batch)
         if key not in done:
             if row["policy"] == "entropy" and any(
                     p.startswith("fast_predictor/") for p in model.missing):
@@ -533,7 +543,7 @@ def _evaluate_rows(rows, make_sampler, num_steps, num_episodes, batch_size, seed
             sampler = make_sampler()
             result = evaluate_policy(
                 model.model, sampler.sample, policy, num_steps, num_episodes,
-                batch_size, seed=seed, keep_episodes=keep_episodes,
+                batch_size, seed=seed, keep_episodes=keep_episodes, query_batch=query_batch,
                 progress=ProgressLog(f"{row['label']} ({row['policy']})", progress_every, log))
             result["seconds"] = round(time.perf_counter() - start, 1)
             done[key] = result
@@ -605,6 +615,72 @@ def _check_classification(model, ways, labels, episodes, split):
     if ways > episodes.num_classes(split):
         raise ValueError(f"{ways}-way episodes need {ways} classes; the {split} split has "
                          f"{episodes.num_classes(split)}")
+
+
+# ---------------------------------------------------------------------------
+# Batch queries.
+
+# The rows of a batch-query table: (label, policy, asked in rounds of k?).
+# Every row drives the same weights through the same round rollout; the last
+# is the same model asked one label at a time, the reference a batch should
+# match.
+BATCH_ROWS = (
+    ("Learned, k picked jointly", "greedy", True),
+    ("Top k of the sequential ranking", "top_k", True),
+    ("Random k", "random", True),
+    ("Greedy k-centre (batch Min-Max-Cos)", "min_max_cos", True),
+    ("Oracle", "oracle", True),
+    ("Learned, one label at a time", "greedy", False),
+)
+
+
+def run_batch_table(model, make_sampler, num_steps, query_batch, num_episodes=1000,
+                    batch_size=50, seed=0, split="test", ways=None, item_scores=None,
+                    progress_every=30.0, log=None):
+    """Held-out metric after `num_steps` labels asked in rounds of `query_batch`.
+
+    `model` is a `LoadedModel`, `make_sampler` a fresh seeded episode sampler
+    factory (every row sees the same episodes). Rows: `BATCH_ROWS`; the
+    oracle is the class-balanced one on Omniglot (any item of a class neither
+    labelled nor picked earlier in the round) and, on MovieLens, the item
+    whose rating most improves the held-out prediction given the labelled
+    and pending ratings. Accuracies in percent; RMSE as is.
+    """
+    if num_steps % query_batch:
+        raise ValueError(f"query_batch={query_batch} must divide the {num_steps} labels")
+    classification = model.task == "classification"
+    rows = []
+    for label, policy, batched in BATCH_ROWS:
+        if policy == "oracle" and classification:
+            policy = "balanced"
+        rows.append({"key": f"{policy}_k{query_batch if batched else 1}", "label": label,
+                     "policy": policy, "model": model,
+                     "query_batch": query_batch if batched else 1})
+    start = time.perf_counter()
+    results = _evaluate_rows(rows, make_sampler, num_steps, num_episodes, batch_size, seed,
+                             item_scores=item_scores, progress_every=progress_every,
+                             log=log)
+    scale = 100.0 if classification else 1.0
+    out_rows = []
+    for row in rows:
+        result = results[row["key"]]
+        record = _row_record(row, result)
+        record.update(
+            query_batch=row["query_batch"], labels=result["labels"],
+            metric=scale * result["metric"][-1], ci=scale * result["metric_ci"][-1],
+            curve=[scale * m for m in result["metric"]],
+            curve_ci=[scale * c for c in result["metric_ci"]],
+            distinct_labels=result["distinct_labels"][-1] if classification else None,
+            found_all=result["found_all"][-1] if classification else None,
+            distinct_curve=result["distinct_labels"] if classification else None)
+        out_rows.append(record)
+    return {"figure": "batch", "task": "omniglot" if classification else "movielens",
+            "metric": "accuracy_pct" if classification else "rmse", "split": split,
+            "ways": ways, "labels": num_steps, "query_batch": query_batch,
+            "rounds": num_steps // query_batch, "episodes": num_episodes, "seed": seed,
+            "batch_size": batch_size, "model": model.source, "rows": out_rows,
+            "trained_query_batch": int(model.run_config.get("query_batch") or 1),
+            "seconds": round(time.perf_counter() - start, 1)}
 
 
 # ---------------------------------------------------------------------------
@@ -1056,8 +1132,29 @@ def figure4_markdown(record):
     return "\n".join(lines) + "\n"
 
 
+def batch_markdown(record):
+    """A batch-query table: every row's final metric, distinct classes, curve."""
+    classification = record["task"] == "omniglot"
+    what = (f"Omniglot {record['ways']}-way" if classification else "MovieLens")
+    k, rounds = record["query_batch"], record["rounds"]
+    metric = "accuracy ± 95% CI" if classification else "RMSE ± 95% CI"
+    lines = [f"**{what}, {record['labels']} labels as {rounds} round"
+             f"{'s' if rounds > 1 else ''} of {k}** (model trained with K = "
+             f"{record['trained_query_batch']}): " + _header(record), "",
+             f"| Policy | k | {metric} |" + (" distinct classes | all found |"
+                                            if classification else ""),
+             "| --- | ---: | ---: |" + (" ---: | ---: |" if classification else "")]
+    for row in record["rows"]:
+        value = (_pct(row["metric"], row["ci"]) if classification
+                 else _rmse_text(row["metric"], row["ci"]))
+        extra = (f" {row['distinct_labels']:.2f} | {100 * row['found_all']:.1f}% |"
+                 if classification else "")
+        lines.append(f"| {row['label']} | {row['query_batch']} | {value} |{extra}")
+    return "\n".join(lines) + "\n"
+
+
 MARKDOWN = {"table1": table1_markdown, "figure3": figure3_markdown,
-            "figure4": figure4_markdown}
+            "figure4": figure4_markdown, "batch": batch_markdown}
 
 
 def csv_rows(record):
@@ -1096,6 +1193,15 @@ def csv_rows(record):
         for row in record["rows"]:
             if row["rmse"] is not None:
                 add("curve", row, "rmse", row["rmse"], row["ci"])
+    elif figure == "batch":
+        for row in record["rows"]:
+            for t, value, ci in zip(row["labels"], row["curve"], row["curve_ci"]):
+                out.append({"figure": figure, "panel": f"k{row['query_batch']}",
+                            "row": row["key"], "label": row["label"],
+                            "policy": row["policy"], "model": row["model"],
+                            "labels_requested": t, "metric": record["metric"],
+                            "value": value, "ci": ci, "paper_value": None,
+                            "paper_ci": None})
     else:
         raise ValueError(f"unknown figure {figure!r}")
     return out
@@ -1185,6 +1291,20 @@ def plot_record(record, path):
         axes.set_title(f"MovieLens, {record['episodes']} {record['split']} episodes",
                        fontsize=9)
         axes.legend(fontsize=7)
+    elif figure == "batch":
+        fig = _new_figure(5.0, 3.4)
+        axes = fig.add_subplot()
+        for row in record["rows"]:
+            axes.errorbar(row["labels"], row["curve"], yerr=row["curve_ci"],
+                          label=f"{row['label']} (k={row['query_batch']})", marker=".",
+                          capsize=2)
+        axes.set_xlabel("labels requested")
+        _integer_ticks(axes)
+        axes.set_ylabel("held-out accuracy (%)" if record["task"] == "omniglot"
+                        else "RMSE (per user, averaged)")
+        axes.set_title(f"{record['labels']} labels in rounds of {record['query_batch']}, "
+                       f"{record['episodes']} {record['split']} episodes", fontsize=9)
+        axes.legend(fontsize=6)
     else:
         raise ValueError(f"unknown figure {figure!r}")
     fig.savefig(path)
@@ -1210,6 +1330,9 @@ def output_name(record):
         return f"table1_{record['ways']}way{record['shots']}shot"
     if record["figure"] == "figure3":
         return f"figure3_{record['ways']}way"
+    if record["figure"] == "batch":
+        what = f"{record['ways']}way" if record["task"] == "omniglot" else "movielens"
+        return f"batch_{what}_{record['rounds']}x{record['query_batch']}"
     prior = (record.get("tuning") or {}).get("baseline_prior", "global")
     name = record["figure"] if prior == "global" else f"{record['figure']}_{prior}"
     return name + ("_baselines" if record.get("baselines_only") else "")

@@ -7,6 +7,8 @@ the same functions:
 
   begin(support)                                 -> embeddings, state
   select(embeddings, state, labels, labeled)     -> logits over the pool
+  select_round(embeddings, state, labels, labeled, k, choose)
+                                                 -> k picks made one after another
   observe(embeddings, state, labels, labeled, index, label)
                                                  -> state, labels, labeled
   fast_predict(embeddings, state, labels, labeled) -> predictions for the pool
@@ -17,6 +19,8 @@ Everything is batched over episodes: `embeddings [B, P, D]`, `state [B, 2U]`,
 Labels of unlabelled items are ignored (the serving contract sends -1).
 Predictions are class probabilities `[..., max_classes]` or ratings `[...]`.
 """
+
+import collections
 
 import keras
 import numpy as np
@@ -29,6 +33,13 @@ from active_learning.layers.masked import cosine_matrix
 # Smoothing for log-likelihood rewards: a class that no labelled item carries
 # has probability 0 under a convex combination of one-hot labels.
 LOG_LIKELIHOOD_EPS = 1e-4
+
+# What a batch query's pick j knows: its position in the round, the control
+# state (after reading picks 0..j-1 without labels), the pending mask of those
+# picks, the selection logits given them, and the round's first logits (the
+# sequential policy's ranking, which the top-k baseline keeps using).
+RoundPick = collections.namedtuple(
+    "RoundPick", ["j", "state", "pending", "logits", "first_logits"])
 
 
 class ActiveMatchingNetwork(keras.Model):
@@ -165,12 +176,104 @@ class ActiveMatchingNetwork(keras.Model):
             return vectors
         return tf.squeeze(vectors, -1)
 
-    def select(self, embeddings, state, labels, labeled, cosine=None):
-        """Selection logits [B, P]; labelled items get a logit of -1e9."""
+    def select(self, embeddings, state, labels, labeled, cosine=None, pending=None):
+        """Selection logits [B, P]; labelled items get a logit of -1e9.
+
+        `pending` [B, P] (optional): items already picked in this round of a
+        batch query and not labelled yet. The selector counts them as covered,
+        exactly as if they were labelled (its features read which items are
+        labelled, never their labels): they take part in the max/mean/min
+        cosine and labelled-mass features on the labelled side and get a
+        logit of -1e9, so the next pick moves away from them. With no pending
+        item this is the sequential selector, op for op.
+        """
         del labels  # selection sees which items are labelled, not the labels
         if cosine is None:
             cosine = self.similarities(embeddings)
-        return self.selector(embeddings, self.controller.hidden(state), cosine, labeled)
+        covered = labeled if pending is None else tf.logical_or(labeled, pending)
+        return self.selector(embeddings, self.controller.hidden(state), cosine, covered)
+
+    def read_pending(self, embeddings, state, index):
+        """The control state after reading item `index` [B] without its label.
+
+        Within a round of a batch query the controller sees each pick before
+        the next one is made (a read with the zero "unknown" label vector,
+        `Reader.read_unknown`). That state only serves the rest of the round's
+        picks: once the labels arrive, `observe` reads them from the state the
+        round started in, so the label-reading path is the sequential one.
+        """
+        item = tf.gather(embeddings, tf.cast(index, tf.int32), batch_dims=1)
+        return self.controller(self.reader.read_unknown(item), state)
+
+    def select_round(self, embeddings, state, labels, labeled, k, choose=None,
+                     cosine=None, read_pending=True, record=None, record_keys=()):
+        """Picks `k` items one after another, each conditioned on the earlier ones.
+
+        Batch-mode querying (annotators label k items at a time). The paper
+        (3.2.4) picks one item per label; taking the top k of one such
+        distribution gives near-duplicates of a single unseen class. Here pick
+        j sees picks 0..j-1 as pending: the selector counts them as covered
+        (`select(..., pending=)`) and, with `read_pending`, the controller has
+        read each of them without its label (`read_pending`). The loop is a
+        `tf.while_loop`, so `k` may be a tensor (the serving signature's
+        input) and nothing loops over items in Python.
+
+        Args:
+          k: picks per round, a Python int or an int32 scalar tensor; at most
+            the number of unlabelled items of every episode.
+          choose: `choose(pick) -> index [B] int32` for a `RoundPick`, never a
+            labelled or pending item; default: greedy (argmax of the logits,
+            which are -1e9 on covered items), what serving uses.
+          record: optional `record(pick, index)` -> dict of float32 `[B]`
+            tensors, with keys `record_keys`, stacked over picks (the rollout
+            records log-probabilities there).
+
+        Returns:
+          (indices `[B, k]` int32 in the order picked, logits of the first pick
+          `[B, P]` (the sequential selection distribution), `{key: [B, k]}`).
+        """
+        if cosine is None:
+            cosine = self.similarities(embeddings)
+        if choose is None:
+            def choose(pick):
+                return tf.argmax(pick.logits, axis=-1, output_type=tf.int32)
+        pending = tf.zeros_like(labeled)
+        first = self.select(embeddings, state, labels, labeled, cosine=cosine)
+        # A static bound where k is known (training): XLA needs one to
+        # differentiate through the loop.
+        bound = k if isinstance(k, int) else None
+        k = tf.convert_to_tensor(k, tf.int32)
+        picks = tf.TensorArray(tf.int32, size=k)
+        arrays = {key: tf.TensorArray(tf.float32, size=k) for key in record_keys}
+
+        def pick(j, state_j, pending, picks, arrays):
+            # The first pick reuses `first`: with k = 1 the round is one call of
+            # the sequential selector.
+            logits = tf.cond(
+                tf.equal(j, 0), lambda: first,
+                lambda: self.select(embeddings, state_j, labels, labeled, cosine=cosine,
+                                    pending=pending))
+            now = RoundPick(j, state_j, pending, logits, first)
+            index = tf.cast(choose(now), tf.int32)
+            if record is not None:
+                values = record(now, index)
+                arrays = {key: arrays[key].write(j, values[key]) for key in record_keys}
+            picks = picks.write(j, index)
+            if read_pending:
+                # The last pick of a round is never read: no pick follows it
+                # (and k = 1 costs what the sequential selector costs).
+                state_j = tf.cond(j + 1 < k,
+                                  lambda: self.read_pending(embeddings, state_j, index),
+                                  lambda: state_j)
+            pending = tf.logical_or(pending, tf.one_hot(
+                index, tf.shape(labeled)[1], on_value=True, off_value=False))
+            return j + 1, state_j, pending, picks, arrays
+
+        _, _, _, picks, arrays = tf.while_loop(
+            lambda j, *_: j < k, pick, (tf.constant(0), state, pending, picks, arrays),
+            maximum_iterations=bound)
+        stacked = {key: tf.transpose(a.stack(), [1, 0]) for key, a in arrays.items()}
+        return tf.transpose(picks.stack(), [1, 0]), first, stacked
 
     def value(self, state):
         """Critic estimate V(s) [B]."""

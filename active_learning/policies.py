@@ -3,12 +3,20 @@
 Every policy maps a `StepContext` (what the model knows at step t) and a
 stateless seed to the index of the next item to label, `[B]` int32, never an
 item already labelled. They run inside `tf.function` with no Python branching
-on data. Randomness comes from `ctx.noise` (uniform `[B, P]`) when the caller
+on data. In a round of a batch query (`rollout.unroll(..., query_batch=K)`)
+`labeled` also covers the items already picked in the round (`pending`), so
+every policy picks K distinct items and the heuristics move away from the
+pending ones: random K without replacement, min-max-cos becomes greedy
+k-centre on the embeddings, the oracle's set is the classes neither labelled
+nor pending. Randomness comes from `ctx.noise` (uniform `[B, P]`) when the caller
 provides it, so an episode's choices do not depend on how a batch is split
 across replicas; otherwise from the stateless `seed`.
 
 - `learned`: the model's selection module (sampled with
   `tfp.distributions.Categorical` in training; greedy or sampled in eval).
+- `top_k`: batch querying's naive baseline: the k best of the round's first
+  (sequential) ranking, blind to what the round already picked. With one
+  label per round it is `greedy`.
 - `random`: uniform over unlabelled items.
 - `oracle`: knows every label. Classes: any item of a class not yet labelled
   (the balanced Matching Net label set). Ratings: the item whose label most
@@ -42,6 +50,10 @@ class StepContext:
     `support_labels` are the true labels of every pool item: only the oracle
     reads them. `support_items` are the raw pool inputs (item ids for
     MovieLens), used by per-item score tables.
+
+    Batch querying: `pending` marks the items picked earlier in the current
+    round (already part of `labeled`, their labels not in `labels`), and
+    `round_logits` are the selection logits at the start of the round.
     """
 
     model: Any
@@ -56,6 +68,8 @@ class StepContext:
     queries: Optional[tf.Tensor] = None
     query_labels: Optional[tf.Tensor] = None
     noise: Optional[tf.Tensor] = None
+    pending: Optional[tf.Tensor] = None
+    round_logits: Optional[tf.Tensor] = None
 
 
 def uniform_noise(ctx, seed):
@@ -88,10 +102,16 @@ def _tie_noise(noise, scale=1e-6):
 
 
 class Policy:
-    """Base class: `name`, and `choose(ctx, seed) -> index [B]`."""
+    """Base class: `name`, and `choose(ctx, seed) -> index [B]`.
+
+    `reads_pending`: whether the policy's `ctx.logits` within a round are
+    the model's selection given the pending picks (True), or the round's
+    first logits (the top-k baseline).
+    """
 
     name = "policy"
     needs_queries = False
+    reads_pending = True
 
     def choose(self, ctx: StepContext, seed) -> tf.Tensor:
         raise NotImplementedError
@@ -112,6 +132,23 @@ class LearnedPolicy(Policy):
             distribution = tfp.distributions.Categorical(logits=ctx.logits)
             return tf.cast(distribution.sample(seed=seed), tf.int32)
         return _sample_masked(ctx.logits, ctx.labeled, ctx.noise)
+
+
+class TopKPolicy(Policy):
+    """The top k of one ranking: the sequential policy's batch mode.
+
+    Each pick of a round takes the best item of the round's first logits that
+    is neither labelled nor pending; it never looks at what the round already
+    picked, which is what makes it pick near-duplicates of one class.
+    """
+
+    name = "top_k"
+    reads_pending = False
+
+    def choose(self, ctx, seed):
+        del seed
+        logits = ctx.logits if ctx.round_logits is None else ctx.round_logits
+        return _masked_argmax(logits, ctx.labeled)
 
 
 class RandomPolicy(Policy):
@@ -146,8 +183,13 @@ def rating_oracle_scores(ctx):
     candidate = tf.tile(tf.range(pool), [batch])
     support_labels = tile(ctx.support_labels)
     embeddings = tile(ctx.embeddings)
+    labels = ctx.labels
+    if ctx.pending is not None:
+        # In a round of a batch query the oracle knows the pending items'
+        # ratings too: it completes the round's set greedily.
+        labels = tf.where(ctx.pending, tf.cast(ctx.support_labels, labels.dtype), labels)
     state, labels, labeled = model.observe(
-        embeddings, tile(ctx.state), tile(ctx.labels), tile(ctx.labeled), candidate,
+        embeddings, tile(ctx.state), tile(labels), tile(ctx.labeled), candidate,
         tf.gather(support_labels, candidate, batch_dims=1))
     predictions = model.predict(embeddings, state, labels, labeled, tile(ctx.queries))
     error = tf.reduce_mean(tf.square(predictions - tile(ctx.query_labels)), axis=-1)
@@ -284,7 +326,7 @@ class GPVariancePolicy(Policy):
                               uniform_noise(ctx, seed))
 
 
-POLICY_NAMES = ("learned", "greedy", "random", "oracle", "min_max_cos",
+POLICY_NAMES = ("learned", "greedy", "top_k", "random", "oracle", "min_max_cos",
                 "labelled_mass", "popular_entropy", "entropy", "gp_variance")
 
 
@@ -294,6 +336,8 @@ def make_policy(name, task="classification", item_scores=None):
         return LearnedPolicy(greedy=False)
     if name == "greedy":
         return LearnedPolicy(greedy=True)
+    if name == "top_k":
+        return TopKPolicy()
     if name == "random":
         return RandomPolicy()
     if name == "oracle":

@@ -14,8 +14,18 @@ from active_learning.layers.masked import NEG_INF
 from active_learning.policies import OraclePolicy, StepContext
 
 def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
-           imitation=False, training=False, encoded=None):
+           imitation=False, training=False, encoded=None, query_batch=1):
     """Runs `num_steps` label queries of `policy` on a batch of episodes.
+
+    With `query_batch` K > 1 the labels arrive in rounds: the policy picks K
+    items one after another (`ActiveMatchingNetwork.select_round`, each pick
+    seeing the earlier ones as pending), a person labels all K, the
+    controller reads them in order, and the rewards are computed once per
+    round. Everything then has one entry per round, `[B, T / K]`: a round is
+    one action of the policy, with log-probability the sum of its picks'
+    (the probability of the ordered set; picks are drawn sequentially), so
+    GAE runs over rounds. `actions` stays `[B, T]`, in the order picked.
+    K = 1 is the sequential rollout, unchanged.
 
     Args:
       model: an `ActiveMatchingNetwork`.
@@ -31,6 +41,7 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
       encoded: optional `(support, queries)` context-free encodings x' of the
         batch's items, when the caller ran the item encoder itself (the
         compiled training step does, to keep convolutions out of XLA).
+      query_batch: K, labels per round (a Python int dividing `num_steps`).
 
     If the batch carries `selection_noise` (uniform (0, 1), `[B, T, P]`), the
     policies draw their random choices from it instead of from `seed`, which
@@ -45,6 +56,10 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
       `imitation_log_probs`; plus `final_predictions` for the held-out items,
       `final_state` and the pool's `embeddings` x'' `[B, P, D]`.
     """
+    query_batch = int(query_batch)
+    if query_batch < 1 or num_steps % query_batch:
+        raise ValueError(f"query_batch must be >= 1 and divide the label budget; got "
+                         f"query_batch={query_batch} for {num_steps} labels")
     episode = episode_from_batch(batch)
     task = model.config.task
     support_labels = tf.cast(episode.support_labels, model.label_dtype)
@@ -112,17 +127,106 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
         arrays = {k: arrays[k].write(t, v) for k, v in record.items()}
         return t + 1, state, labels, labeled, arrays
 
+    def after_labels(state, labels, labeled, record):
+        """The rewards and measurements once the labels of a step or round are in."""
+        # Fast reward: mean log-likelihood over the still-unlabelled pool items.
+        fast = model.fast_predict(embeddings, state, labels, labeled, cosine=cosine)
+        fast_ll = model.log_likelihood(fast, support_labels)
+        unlabeled = tf.cast(tf.logical_not(labeled), tf.float32)
+        record["fast_rewards"] = (tf.reduce_sum(fast_ll * unlabeled, -1)
+                                  / tf.maximum(tf.reduce_sum(unlabeled, -1), 1.0))
+        if slow_every_step:
+            predictions = slow_predict(state, labels, labeled)
+            record["slow_rewards"] = tf.reduce_mean(
+                model.log_likelihood(predictions, query_labels), -1)
+            record["query_metric"] = query_metric(task, predictions, query_labels)
+        record["distinct_labels"] = distinct_labels(support_labels, labeled)
+        return record
+
+    k_round = query_batch
+    reads_pending = getattr(policy, "reads_pending", True)
+
+    def round_step(r, state, labels, labeled, arrays):
+        def context(pick):
+            # Policies see pending items as covered: a heuristic then moves
+            # away from them as it would from labelled ones (random k without
+            # replacement, greedy k-centre for min-max-cos, the oracle's set
+            # of unseen classes), and never picks one twice.
+            t = r * k_round + pick.j
+            covered = tf.logical_or(labeled, pick.pending)
+            logits = pick.logits if reads_pending else tf.where(
+                covered, tf.constant(NEG_INF, pick.logits.dtype), pick.first_logits)
+            return StepContext(model, embeddings, pick.state, labels, covered, cosine, logits,
+                               episode.support, support_labels, episode.queries,
+                               query_labels, noise=None if noise is None else noise[:, t],
+                               pending=pick.pending, round_logits=pick.first_logits), t
+
+        def choose(pick):
+            ctx, t = context(pick)
+            return tf.stop_gradient(policy.choose(ctx, seeds[t]))
+
+        def record_pick(pick, index):
+            log_p = tf.nn.log_softmax(pick.logits, axis=-1)
+            covered = tf.logical_or(labeled, pick.pending)
+            out = {"log_probs": tf.gather(log_p, index, batch_dims=1),
+                   "entropies": -tf.reduce_sum(
+                       tf.where(covered, 0.0, tf.exp(log_p) * log_p), -1)}
+            if oracle is not None:
+                ctx, _ = context(pick)
+                target = tf.stop_gradient(oracle.target_mask(ctx))
+                out["imitation_log_probs"] = tf.reduce_logsumexp(
+                    tf.where(target, log_p, NEG_INF), axis=-1)
+            return out
+
+        pick_keys = ("log_probs", "entropies") + (
+            ("imitation_log_probs",) if oracle is not None else ())
+        indices, _, picks = model.select_round(
+            embeddings, state, labels, labeled, k_round, choose=choose, cosine=cosine,
+            record=record_pick, record_keys=pick_keys)
+        indices = tf.stop_gradient(indices)
+        record = {
+            "actions": indices,
+            "log_probs": tf.reduce_sum(picks["log_probs"], -1),
+            "entropies": tf.reduce_sum(picks["entropies"], -1),
+            "values": model.value(tf.stop_gradient(state)),
+            "imitation_log_probs": (tf.reduce_sum(picks["imitation_log_probs"], -1)
+                                    if oracle is not None
+                                    else tf.zeros_like(picks["log_probs"][:, 0])),
+        }
+
+        def read(j, state, labels, labeled):
+            index = indices[:, j]
+            label = tf.gather(support_labels, index, batch_dims=1)
+            return (j + 1,) + model.observe(embeddings, state, labels, labeled, index, label)
+
+        # The person's labels, read in the order picked, from the round's state.
+        _, state, labels, labeled = tf.while_loop(
+            lambda j, *_: j < k_round, read, (tf.constant(0), state, labels, labeled),
+            maximum_iterations=k_round)
+        record = after_labels(state, labels, labeled, record)
+        arrays = {k: arrays[k].write(r, v) for k, v in record.items()}
+        return r + 1, state, labels, labeled, arrays
+
     keys = ["actions", "log_probs", "entropies", "values", "imitation_log_probs",
             "fast_rewards", "distinct_labels"]
     if slow_every_step:
         keys += ["slow_rewards", "query_metric"]
-    arrays = {k: tf.TensorArray(tf.int32 if k == "actions" else tf.float32, size=num_steps)
+    rounds = num_steps // query_batch
+    body = step if query_batch == 1 else round_step
+    arrays = {k: tf.TensorArray(tf.int32 if k == "actions" else tf.float32, size=rounds)
               for k in keys}
     # A symbolic loop keeps the graph (and its trace time) independent of T.
     _, state, labels, labeled, arrays = tf.while_loop(
-        lambda t, *_: t < num_steps, step, (tf.constant(0), state, labels, labeled, arrays),
-        maximum_iterations=num_steps)
-    result = {k: tf.transpose(v.stack(), [1, 0]) for k, v in arrays.items()}
+        lambda t, *_: t < rounds, body, (tf.constant(0), state, labels, labeled, arrays),
+        maximum_iterations=rounds)
+    result = {k: tf.transpose(v.stack(), [1, 0]) for k, v in arrays.items() if k != "actions"}
+    actions = arrays["actions"].stack()
+    if query_batch == 1:
+        result["actions"] = tf.transpose(actions, [1, 0])
+    else:
+        # [R, B, K] -> [B, R * K]: the picks in the order they were made.
+        result["actions"] = tf.reshape(tf.transpose(actions, [1, 0, 2]),
+                                       [tf.shape(actions)[1], num_steps])
 
     final_predictions = slow_predict(state, labels, labeled)
     if not slow_every_step:

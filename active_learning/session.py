@@ -181,10 +181,10 @@ class _ModelBackend(_Backend):
         labels = tf.constant(inputs["labels"], m.label_dtype)
         labeled = tf.constant(np.asarray(inputs["labeled"]) == 1)
         if name == "select":
-            logits = m.select(embeddings, state, labels, labeled)
+            # The library function the SavedModel's `select` runs.
+            top_k, logits, _ = m.select_round(embeddings, state, labels, labeled,
+                                              int(inputs["k"]))
             probabilities = tf.where(labeled, 0.0, tf.nn.softmax(logits, -1))
-            ranked = tf.where(labeled, NEG_INF, logits)
-            top_k = tf.math.top_k(ranked, int(inputs["k"])).indices
             return {"probabilities": probabilities.numpy(), "index": top_k[:, 0].numpy(),
                     "top_k": top_k.numpy()}
         if name == "observe":
@@ -461,22 +461,35 @@ class ActiveSession:
         return self._probabilities.copy()
 
     def query(self, k=1):
-        """Pool indices of the `k` items to label next, best first `[k]`.
+        """Pool indices of the `k` items to label next, in the order picked `[k]`.
 
-        The top-k of the selection distribution (batch mode); k=1 is its
-        argmax. Exact ties are broken at random with the session's seed.
+        k = 1: the argmax of the selection distribution (exact ties broken at
+        random with the session's seed). k > 1 (batch mode, labels given
+        together afterwards with `teach`): the model's `select` with `k`, which
+        picks the k one after another, each conditioned on the ones before it
+        (pending, not labelled yet), so they spread over the pool as k single
+        queries would, not the top k of one ranking. Skipped items: the model
+        does not know about them, so the session asks for as many more picks
+        as items were skipped and drops the skipped ones (later picks of the
+        round have then also moved away from a skipped one that was picked).
         """
         k = int(k)
-        left = int(self._candidates().sum())
+        candidates = self._candidates()
+        left = int(candidates.sum())
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if k > left:
             raise ValueError(f"k={k} but only {left} unlabelled, unskipped items are left")
-        p = self.probabilities()
-        tie_break = self._rng.random(self.pool_size)
-        order = np.lexsort((tie_break, -p))
-        order = order[self._candidates()[order]]
-        return order[:k].astype(np.int64)
+        if k == 1:
+            p = self.probabilities()
+            tie_break = self._rng.random(self.pool_size)
+            order = np.lexsort((tie_break, -p))
+            order = order[candidates[order]]
+            return order[:k].astype(np.int64)
+        asked = k + int(self._excluded[self._labeled == 0].sum())
+        out = self._backend.call("select", dict(self._episode(), k=np.int32(asked)))
+        picks = np.asarray(out["top_k"][0], np.int64)
+        return picks[candidates[picks]][:k]
 
     def _check_indices(self, indices, what):
         indices = np.atleast_1d(np.asarray(indices))

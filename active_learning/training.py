@@ -69,10 +69,17 @@ class TrainConfig:
     # step that XLA fuses. The encoder stays outside (oneDNN convolutions are
     # faster than XLA's on CPU). Only under the default strategy.
     jit_compile: bool = False
+    # K, labels per round: the policy picks K items before any of their labels
+    # arrive (batch-mode querying, `rollout.unroll`); rewards, values and GAE
+    # are per round. 1 is the paper's one label at a time.
+    query_batch: int = 1
 
     def __post_init__(self):
         if self.num_steps < 1:
             raise ValueError(f"num_steps (the label budget) must be >= 1, got {self.num_steps}")
+        if self.query_batch < 1 or self.num_steps % self.query_batch:
+            raise ValueError(f"query_batch must be >= 1 and divide the label budget "
+                             f"num_steps={self.num_steps}, got {self.query_batch}")
         if not 0.0 <= self.gae_gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
             raise ValueError("gae_gamma and gae_lambda must lie in [0, 1]")
         if self.contrast_weight < 0 or self.contrast_scale <= 0:
@@ -143,7 +150,8 @@ def compute_loss(model, batch, config: TrainConfig, policy, seed, step, global_b
         config.imitation_weight > 0 or config.imitation_final_weight > 0)
     out = rollout.unroll(model, batch, policy, num_steps or config.num_steps, seed,
                          slow_every_step=config.slow_every_step,
-                         imitation=use_imitation, training=True, encoded=encoded)
+                         imitation=use_imitation, training=True, encoded=encoded,
+                         query_batch=config.query_batch)
     rewards = config.fast_weight * out["fast_rewards"] + config.slow_weight * out["slow_rewards"]
     per_episode = lambda x: tf.reduce_sum(x) / global_batch_size  # noqa: E731
 

@@ -2,7 +2,7 @@
 
     python -m export.elicit --export_dir=BASE [--version=N] \\
         --movies=PATH/movies.csv [--ratings=PATH/ratings.csv] \\
-        [--pool_size=50] [--budget=10] [--seed=0]
+        [--pool_size=50] [--budget=10] [--batch=1] [--seed=0]
     python -m export.elicit --export_dir=BASE --movies=csv:items.csv \\
         --title_item_col=product --title_col=name     # your own items' titles
 
@@ -12,8 +12,11 @@ rated first when a ratings file is given, else at random; seeded), and asks
 for ratings one movie at a time, in the order the learned policy picks:
 0.5 to 5 in half stars, `s` to skip a movie you have not seen (it is left
 out of the rest of the session), `q` or end of input to stop early. The
-budget counts ratings, not skips. Finally it prints the predicted rating of
-every movie of the pool that was not rated, best first.
+budget counts ratings, not skips. With `--batch=k` the model picks k movies
+at a time (chosen jointly, each conditioned on the ones before, see
+`ActiveSession.query`) and asks about them in a row before it picks the next
+k. Finally it prints the predicted rating of every movie of the pool that was
+not rated, best first.
 """
 
 import sys
@@ -83,7 +86,7 @@ def parse_rating(text, rating_min=0.5, rating_max=5.0):
     return value
 
 
-def elicit(session, titles, budget=10, read=input, write=print):
+def elicit(session, titles, budget=10, read=input, write=print, batch=1):
     """Runs the question loop on `session` (a ratings `ActiveSession`).
 
     Args:
@@ -92,35 +95,40 @@ def elicit(session, titles, budget=10, read=input, write=print):
       budget: how many ratings to ask for at most.
       read: prompt -> answer; raises EOFError at the end of input.
       write: prints a line.
+      batch: movies picked per round (`session.query(batch)`); all of a
+        round are asked before the model picks again.
 
     Returns:
       {movieId: rating} of the movies rated.
     """
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
     pool = session.pool  # the movieIds, in the session's order
     lo, hi = session.rating_range
     rated = {}
     while len(rated) < budget and session.unlabeled_indices.size:
-        (index,) = session.query(1)
-        title = titles[_key(pool[index])]
-        while True:
-            try:
-                answer = read(f"[{len(rated) + 1}/{budget}] {title} -- your rating "
-                              f"({lo:g}-{hi:g}, s = not seen, q = stop): ")
-            except EOFError:
-                write("")
+        k = min(batch, budget - len(rated), session.unlabeled_indices.size)
+        for index in session.query(k):
+            title = titles[_key(pool[index])]
+            while True:
+                try:
+                    answer = read(f"[{len(rated) + 1}/{budget}] {title} -- your rating "
+                                  f"({lo:g}-{hi:g}, s = not seen, q = stop): ")
+                except EOFError:
+                    write("")
+                    return rated
+                try:
+                    value = parse_rating(answer, lo, hi)
+                    break
+                except ValueError as e:
+                    write(str(e))
+            if value == QUIT:
                 return rated
-            try:
-                value = parse_rating(answer, lo, hi)
-                break
-            except ValueError as e:
-                write(str(e))
-        if value == QUIT:
-            return rated
-        if value == SKIP:
-            session.skip(index)
-        else:
-            session.teach(index, value)
-            rated[_key(pool[index])] = value
+            if value == SKIP:
+                session.skip(index)
+            else:
+                session.teach(index, value)
+                rated[_key(pool[index])] = value
     return rated
 
 
@@ -191,6 +199,8 @@ def main(argv=None):
                         "ask about the most rated items first.")
     flags.DEFINE_integer("pool_size", 50, "How many movies to choose from.")
     flags.DEFINE_integer("budget", 10, "How many ratings to ask for at most.")
+    flags.DEFINE_integer("batch", 1, "Movies the model picks at a time (jointly); all of "
+                         "them are asked before it picks again.")
     flags.DEFINE_integer("seed", 0, "Seeds the pool and the session.")
     flags.mark_flags_as_required(["export_dir", "movies"])
     FLAGS = flags.FLAGS
@@ -214,7 +224,8 @@ def main(argv=None):
         session = ActiveSession(loaded, pool, seed=FLAGS.seed)
         print(f"Model {path}: {len(pool)} movies in the pool. Rate up to "
               f"{FLAGS.budget} of them; the model picks the order.", flush=True)
-        elicit(session, titles, FLAGS.budget, write=lambda line: print(line, flush=True))
+        elicit(session, titles, FLAGS.budget, write=lambda line: print(line, flush=True),
+               batch=FLAGS.batch)
         report(session, titles, write=lambda line: print(line, flush=True))
         return 0
 

@@ -8,6 +8,7 @@ outputs are flat, named, JSON-friendly tensors with a leading batch dimension
 
   begin(support)                                  -> embeddings, state
   select(embeddings, state, labels, labeled, k)   -> probabilities, index, top_k
+                                                  (k items chosen jointly)
   observe(embeddings, state, labels, labeled, index, label)
                                                   -> state, labels, labeled
   predict(embeddings, state, labels, labeled, queries)
@@ -498,14 +499,15 @@ class ServingModule(tf.Module):
             embeddings, state, labels, labeled)
         k = _static(k, [])
         mask = tf.equal(labeled, 1)
-        logits = self.model.select(embeddings, state, labels, mask)
+        # The k items are chosen jointly, greedily, one after another: each
+        # pick sees the earlier ones as pending (ActiveMatchingNetwork.
+        # select_round), so a batch spreads over the pool as k single picks
+        # would. `probabilities` are the first pick's distribution, as before.
+        top_k, logits, _ = self.model.select_round(embeddings, state, labels, mask, k)
         # The model already puts NEG_INF on labelled items, so exp() is exactly
         # 0 there; the where() makes that a guarantee of the interface.
         probabilities = tf.where(mask, 0.0, tf.nn.softmax(logits, axis=-1))
-        ranked = tf.where(mask, tf.constant(NEG_INF, logits.dtype), logits)
-        top_k = tf.math.top_k(ranked, k).indices
-        index = tf.math.top_k(ranked, 1).indices[:, 0]
-        return {"probabilities": probabilities, "index": index, "top_k": top_k}
+        return {"probabilities": probabilities, "index": top_k[:, 0], "top_k": top_k}
 
     def _observe(self, embeddings, state, labels, labeled, index, label):
         fn = "observe"

@@ -39,7 +39,7 @@ def tiny_config():
         eager_scenarios=("omniglot_5way_1shot",), eager_steps=1,
         serving_pools=(4, 8), serving_batches=(1, 2), serving_seconds=0.0,
         serving_warmup=1, serving_passes=2, serving_min_reps=2, serving_max_reps=2,
-        begin_min_reps=1,
+        begin_min_reps=1, serving_ks=(1, 3),
         quick=True)
 
 
@@ -128,9 +128,12 @@ def test_every_field_is_present(report):
             >= written["peak_memory_mib_after_training"] > 0)
     for r in training.values():
         assert 0 < r["peak_memory_mib_so_far"] <= written["peak_memory_mib_after_training"]
+    assert set(serving["select_k"]) == {"k1", "k3"}
+    for cell in serving["select_k"].values():
+        assert set(cell) == {"p50_ms", "p99_ms", "n"}
     targets = written["targets"]
-    assert set(targets) == {"train_over_floor_omniglot_5way",
-                            "select_observe_pool_exponent"}  # no pool 100 here
+    assert set(targets) == {"train_over_floor_omniglot_5way", "select_observe_pool_exponent",
+                            "select_k_over_k_times_k1"}  # no pool 100 here
     for t in targets.values():
         assert isinstance(t["met"], bool)
 
@@ -142,7 +145,7 @@ def test_table_is_printed_last(report):
     assert lines[-1].startswith("Peak memory (ru_maxrss)")
     assert printed.rstrip("\n") == benchmark.format_table(returned)
     for needle in ("Training step", "SavedModel signatures", "select+observe", "Targets",
-                   "omniglot_5way_1shot"):
+                   "omniglot_5way_1shot", "select, k picks"):
         assert needle in printed
 
 

@@ -19,6 +19,8 @@ Measures, in one process and side by side (see docs/performance.md):
 - SavedModel latency through `tf.saved_model.load(...).signatures`: `begin`,
   `select`, `observe` and `select` + `observe` p50/p99 at pools of 25, 100 and
   1000 items, batch 1 and 64, with the growth exponent fitted over the pools;
+  and `select` with k = 1, 5, 10 (the k picked jointly, one after another) at
+  pool 100, batch 1;
 - the peak resident memory of the process (`ru_maxrss`).
 
 Every figure is a median (or percentile) over repeats after warm-up. Progress
@@ -56,6 +58,8 @@ TARGET_SELECT_OBSERVE_P50_MS = 2.0   # pool 100, batch 1
 TARGET_POOL_EXPONENT = 2.0           # select + observe latency ~ pool^k, k <= 2
 TARGET_SCENARIO = "omniglot_5way_1shot"
 TARGET_POOL, TARGET_BATCH = 100, 1
+# select with k picks costs at most k times select with one, plus 20%.
+TARGET_SELECT_K_OVER_K_TIMES_ONE = 1.2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +119,7 @@ class BenchConfig:
     no_xla_scenarios: Tuple[str, ...] = ("omniglot_5way_1shot",)
     serving_pools: Tuple[int, ...] = (25, 100, 1000)
     serving_batches: Tuple[int, ...] = (1, 64)
+    serving_ks: Tuple[int, ...] = (1, 5, 10)   # select's k, at the target pool and batch
     serving_seconds: float = 1.0     # time budget per (signature, batch, pool)
     serving_warmup: int = 3
     serving_passes: int = 4          # select/observe: cells take turns this many times
@@ -500,6 +505,7 @@ def bench_serving(cfg):
         for (batch, pool), by_name in samples.items():
             for name, values in by_name.items():
                 result[name][f"batch{batch}_pool{pool}"] = _percentiles(values)
+        result["select_k"] = bench_select_k(select, config, cfg)
         del loaded, signatures, begin, select, observe
 
     exponents = {}
@@ -509,6 +515,36 @@ def bench_serving(cfg):
             exponents[f"{name}_batch{batch}"] = fit_exponent(cfg.serving_pools, p50)
     result["pool_exponents"] = exponents
     return result
+
+
+def bench_select_k(select, config, cfg):
+    """`select` latency for each k of `cfg.serving_ks` at the target cell.
+
+    The k picks are made one after another inside the one call, so the cost
+    grows with k; the validation, the cosine matrix and the first pick's
+    softmax are paid once. The k values take turns, as the cells above do.
+    """
+    episode = serving_inputs(TARGET_BATCH, TARGET_POOL, config.embed_dim, 2 * config.units,
+                             min(config.max_classes, 5), seed=cfg.seed)
+    calls = {}
+    for k in cfg.serving_ks:
+        def run_select(k=tf.constant(k)):
+            start = _now()
+            select(k=k, **episode)["top_k"].numpy()
+            return {"select": _now() - start}
+        calls[k] = run_select
+        for _ in range(cfg.serving_warmup):
+            run_select()
+    samples = {k: [] for k in cfg.serving_ks}
+    passes = max(1, cfg.serving_passes)
+    for pass_index in range(passes):
+        _log(f"serving select with k = {', '.join(map(str, cfg.serving_ks))}, pass "
+             f"{pass_index + 1} of {passes}")
+        for k in cfg.serving_ks:
+            got = _time_calls(calls[k], 0, -(-cfg.serving_min_reps // passes),
+                              -(-cfg.serving_max_reps // passes), cfg.serving_seconds / passes)
+            samples[k].extend(got["select"])
+    return {f"k{k}": _percentiles(values) for k, values in samples.items()}
 
 
 # -------------------------------------------------------------- the whole
@@ -573,6 +609,14 @@ def targets(results, cfg):
         out["select_observe_p50_ms_pool100_batch1"] = {
             "value": value, "target": TARGET_SELECT_OBSERVE_P50_MS,
             "met": bool(value <= TARGET_SELECT_OBSERVE_P50_MS)}
+    by_k = serving.get("select_k", {})
+    if "k1" in by_k and len(by_k) > 1:
+        one = by_k["k1"]["p50_ms"]
+        value = max(c["p50_ms"] / (int(key[1:]) * one) for key, c in by_k.items()
+                    if key != "k1")
+        out["select_k_over_k_times_k1"] = {
+            "value": value, "target": TARGET_SELECT_K_OVER_K_TIMES_ONE,
+            "met": bool(value <= TARGET_SELECT_K_OVER_K_TIMES_ONE)}
     exponents = [serving["pool_exponents"][f"select_observe_batch{b}"]
                  for b in cfg.serving_batches]
     value = max(exponents)
@@ -631,11 +675,16 @@ def format_table(results):
             label = "select+observe" if name == "select_observe" else name
             lines.append(f"{label:<16}{b:>6}" + "".join(f"{c:>20}" for c in cells)
                          + f"{k:7.2f}")
+    if serving.get("select_k"):
+        lines.append(f"select, k picks (pool {TARGET_POOL}, batch {TARGET_BATCH}): " + ", ".join(
+            f"k={key[1:]} {c['p50_ms']:.2f} / {c['p99_ms']:.2f}"
+            for key, c in serving["select_k"].items()))
     lines += ["", "Targets"]
     descriptions = {
         "train_over_floor_omniglot_5way": "train / encoder floor, Omniglot 5-way >=",
         "select_observe_p50_ms_pool100_batch1": "select+observe p50 ms, pool 100, batch 1 <=",
         "select_observe_pool_exponent": "select+observe pool exponent (max over batches) <=",
+        "select_k_over_k_times_k1": "select(k) p50 / (k x select(1) p50), max over k >1 <=",
     }
     for key, t in results["targets"].items():
         lines.append(f"  {descriptions[key]} {t['target']:g}: {t['value']:.2f}  "

@@ -98,6 +98,10 @@ def _check_flags():
     if budget > eval_ways * pool_per_class:
         problems.append(f"label budget {budget} exceeds the pool of {eval_ways} x "
                         f"{pool_per_class} = {eval_ways * pool_per_class} items")
+    for total in sorted({w * FLAGS.shots for w in all_ways} | {budget}):
+        if total % FLAGS.query_batch:
+            problems.append(f"--query_batch={FLAGS.query_batch} must divide the label "
+                            f"budget {total} (labels arrive in whole rounds)")
     if FLAGS.shots > pool_per_class:
         problems.append(f"--shots {FLAGS.shots} exceeds --items_per_class {pool_per_class}")
     try:
@@ -222,7 +226,8 @@ def build_setup():
                                    "group_col": FLAGS.group_col},
                   "data_summary": data.describe(), "split": description,
                   "ways": all_ways, "eval_ways": eval_ways, "shots": FLAGS.shots,
-                  "items_per_class": pool_per_class, "budget": budget, "rotate": rotate}
+                  "items_per_class": pool_per_class, "budget": budget, "rotate": rotate,
+                  "query_batch": FLAGS.query_batch}
     return config, dict(
         name="omniglot" if omniglot else "classification", train_sampler=train_sampler,
         make_eval_sampler=make_eval_sampler,

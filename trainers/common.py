@@ -42,6 +42,11 @@ flags.DEFINE_integer("train_steps", 2000, "Number of training updates.")
 flags.DEFINE_integer("batch_size", 32, "Episodes per update (global, all replicas).")
 flags.DEFINE_integer("budget", None, "Labels requested per episode (T). Default: "
                      "ways * shots for Omniglot, 10 for MovieLens.")
+flags.DEFINE_integer("query_batch", 1, "K: labels arrive in rounds of K. The policy picks "
+                     "K items one after another, each seeing the earlier picks of the round "
+                     "(pending, not labelled yet), a person labels them together; rewards "
+                     "and GAE are per round, imitation targets the oracle's set for the "
+                     "round. Must divide the budget. 1: one label at a time (the paper).")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
 flags.DEFINE_bool("cosine_decay", True, "Decay the learning rate along a cosine over "
                   "--train_steps to a tenth of its start.")
@@ -109,6 +114,7 @@ class TaskSetup:
     # Files the task keeps in the model directory (MovieLens: latent factors,
     # vocabulary), written only once the directory is known to be this run's.
     write_files: Optional[Callable[[str], None]] = None
+    query_batch: int = 1
 
 
 def make_strategy(name):
@@ -130,7 +136,7 @@ def train_config_from_flags(num_steps):
         imitation_anneal_steps=FLAGS.imitation_anneal_steps,
         contrast_weight=FLAGS.contrast_weight,
         slow_every_step=FLAGS.slow_every_step, policy=FLAGS.policy, seed=FLAGS.seed,
-        jit_compile=jit_compile_from_flags())
+        jit_compile=jit_compile_from_flags(), query_batch=FLAGS.query_batch)
 
 
 def jit_compile_from_flags():
@@ -155,6 +161,11 @@ def check_common_flags():
     if FLAGS.keep_checkpoints < 1:
         problems.append(f"--keep_checkpoints must be >= 1 (the newest checkpoint is what a "
                         f"rerun resumes from), got {FLAGS.keep_checkpoints}")
+    if FLAGS.query_batch < 1:
+        problems.append(f"--query_batch must be >= 1, got {FLAGS.query_batch}")
+    elif FLAGS.budget is not None and FLAGS.budget % FLAGS.query_batch:
+        problems.append(f"--query_batch={FLAGS.query_batch} must divide --budget="
+                        f"{FLAGS.budget} (labels arrive in whole rounds)")
     if problems:
         raise flags.ValidationError("; ".join(problems))
 
@@ -196,16 +207,16 @@ def evaluate_setup(setup, model, num_episodes, batch_size, seed):
     for name in setup.eval_policies:
         # One compiled rollout per (model, policy, budget): periodic
         # evaluations reuse it instead of tracing anew each time.
-        key = (id(model), name, setup.num_steps)
+        key = (id(model), name, setup.num_steps, setup.query_batch)
         if key not in _ROLLOUT_FNS:
             policy = make_policy(name, model.config.task, item_scores=setup.item_scores)
-            _ROLLOUT_FNS[key] = (policy, evaluation.make_rollout_fn(model, policy,
-                                                                    setup.num_steps))
+            _ROLLOUT_FNS[key] = (policy, evaluation.make_rollout_fn(
+                model, policy, setup.num_steps, setup.query_batch))
         policy, run = _ROLLOUT_FNS[key]
         sampler = setup.make_eval_sampler()
         results[name] = evaluation.evaluate_policy(
             model, sampler.sample, policy, setup.num_steps, num_episodes, batch_size,
-            seed=seed, rollout_fn=run)
+            seed=seed, rollout_fn=run, query_batch=setup.query_batch)
     return results
 
 
@@ -248,6 +259,11 @@ def run_training(setup: TaskSetup, train_config: TrainConfig, strategy):
     tf.io.gfile.makedirs(model_dir)
     if setup.write_files:
         setup.write_files(model_dir)
+    if train_config.query_batch != setup.query_batch:
+        # Validation (and so the best checkpoint) asks in the rounds training uses.
+        setup = dataclasses.replace(setup, query_batch=train_config.query_batch)
+    if setup.query_batch > 1 and "top_k" not in setup.eval_policies:
+        setup = dataclasses.replace(setup, eval_policies=list(setup.eval_policies) + ["top_k"])
     trainer = Trainer(model, train_config, strategy=strategy, item_scores=setup.item_scores)
     checkpoints.save_model_config(model_dir, model.config)
     _write_run_config(model_dir, setup, train_config)
@@ -371,7 +387,7 @@ def _evaluate_and_keep_best(setup, model, step, writer, best_manager, best, best
         FLAGS.batch_size, seed=FLAGS.seed)[policy]
     value = result["metric"][-1]
     with writer.as_default(step=step):
-        for t, (m, d) in enumerate(zip(result["metric"], result["distinct_labels"]), 1):
+        for t, m, d in zip(result["labels"], result["metric"], result["distinct_labels"]):
             tf.summary.scalar(f"{setup.metric_name}_after_{t}_labels", m)
             tf.summary.scalar(f"distinct_after_{t}_labels", d)
     improved = best is None or (value > best["value"] if setup.higher_is_better
@@ -401,7 +417,9 @@ def write_final_metrics(setup, model_dir, model):
     results = evaluate_setup(setup, model, FLAGS.final_eval_episodes, FLAGS.batch_size,
                              seed=FLAGS.seed + 1)
     record = {"task": setup.name, "metric": setup.metric_name, "split": "validation",
-              "checkpoint": best_path, "labels": list(range(1, setup.num_steps + 1)),
+              "checkpoint": best_path, "query_batch": setup.query_batch,
+              "labels": list(range(setup.query_batch, setup.num_steps + 1,
+                                   setup.query_batch)),
               "policies": results}
     checkpoints.write_json_atomic(os.path.join(model_dir, checkpoints.METRICS), record)
     print(format_curves(record))
@@ -414,15 +432,18 @@ def format_curves(record):
     shown = labels if len(labels) <= 10 else labels[::max(1, len(labels) // 10)]
     header = f"{'policy':<16}" + "".join(f"{t:>9d}" for t in shown)
     lines = [f"held-out {record['metric']} by labels requested ({record['split']}):", header]
+    position = {t: i for i, t in enumerate(labels)}
     for name, res in record["policies"].items():
-        lines.append(f"{name:<16}" + "".join(f"{res['metric'][t - 1]:9.3f}" for t in shown))
+        lines.append(f"{name:<16}" + "".join(f"{res['metric'][position[t]]:9.3f}"
+                                             for t in shown))
     for key, title in (("distinct_labels", "distinct labels found:"),
                        ("found_all", "fraction of episodes with every label value found:")):
         if not all(key in res for res in record["policies"].values()):
             continue
         lines.append(title)
         for name, res in record["policies"].items():
-            lines.append(f"{name:<16}" + "".join(f"{res[key][t - 1]:9.2f}" for t in shown))
+            lines.append(f"{name:<16}" + "".join(f"{res[key][position[t]]:9.2f}"
+                                                 for t in shown))
     return "\n".join(lines)
 
 

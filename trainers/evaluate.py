@@ -22,6 +22,10 @@ and budget default to what the run recorded in `run_config.json`.
   entropy; for figure3, random) uses a model trained with that policy.
   --baselines_only measures Regression and GP alone (no checkpoint needed);
   --baseline_prior=movie_bias centres them on each movie's latent-factor bias.
+- batch: --budget labels asked in rounds of --query_batch=k (Omniglot
+  --ways-way, or MovieLens): the learned policy picking k jointly, the top k
+  of its sequential ranking, random k, greedy k-centre (batch Min-Max-Cos),
+  the oracle, and the same model asked one label at a time.
 
 Same --seed, same episodes, same numbers. Writes <name>.json, .csv, .png and
 .md into --output_dir, and prints the markdown table.
@@ -36,7 +40,7 @@ import active_learning  # noqa: F401  (quiet TensorFlow start-up)
 from active_learning import evaluation
 from active_learning.data import latent_factors
 
-FIGURES = ("table1", "figure3", "figure4")
+FIGURES = ("table1", "figure3", "figure4", "batch")
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -72,8 +76,10 @@ def define_flags(flag_values=flags.FLAGS):
                          flag_values=fv)
     flags.DEFINE_integer("distinct_max", 30, "Figure 3 right: labels requested up to this.",
                          flag_values=fv)
-    flags.DEFINE_integer("budget", None, "Figure 4: labels requested (default: the run's "
-                         "budget, 10).", flag_values=fv)
+    flags.DEFINE_integer("budget", None, "Figure 4 and batch: labels requested (default: "
+                         "the run's budget; Omniglot batch: --ways).", flag_values=fv)
+    flags.DEFINE_integer("query_batch", 5, "batch: labels per round (k); must divide the "
+                         "budget.", flag_values=fv)
     flags.DEFINE_multi_string("heuristic_model_dir", [], "NAME=DIR: a model trained with "
                               "heuristic policy NAME (popular_entropy, min_max_cos, "
                               "entropy; random for figure3).", flag_values=fv)
@@ -113,7 +119,7 @@ def _check(fv):
     if not fv.output_dir:
         problems.append("--output_dir is required")
     for name in ("episodes", "tune_episodes", "batch_size", "ways", "shots", "max_labels",
-                 "distinct_max", "budget"):
+                 "distinct_max", "budget", "query_batch"):
         value = getattr(fv, name)
         if value is not None and value < 1:
             problems.append(f"--{name} must be >= 1, got {value}")
@@ -150,7 +156,9 @@ def run(fv):
     common = dict(num_episodes=fv.episodes, seed=fv.seed, split=fv.split,
                   progress_every=fv.progress_seconds)
 
-    if figure in ("table1", "figure3"):
+    if figure == "batch":
+        record = _batch(fv, main, data_dir, common)
+    elif figure in ("table1", "figure3"):
         episodes = evaluation.class_episodes(main.run_config, data_dir, fv.cache_dir)
         logging.info("%s: %s", data_dir or main.run_config.get("data"),
                      episodes.classes.describe())
@@ -190,6 +198,32 @@ def run(fv):
 
     record["data_dir"] = data_dir
     return _finish(fv, record, start)
+
+
+def _batch(fv, main, data_dir, common):
+    """The batch-query table of the first --model_dir."""
+    split = common["split"]
+    if main.task == "classification":
+        episodes = evaluation.class_episodes(main.run_config, data_dir, fv.cache_dir)
+        ways = fv.ways or int(main.run_config.get("eval_ways")
+                              or max(main.trained_ways() or [5]))
+        budget = fv.budget or ways
+        evaluation._check_classification(main, ways, budget, episodes, split)  # noqa: SLF001
+        make_sampler = episodes.make_sampler(split, ways, fv.seed)
+        item_scores = None
+    else:
+        episodes = evaluation.movielens_episodes(main.run_config, data_dir,
+                                                 vocabulary=main.vocabulary)
+        ways = None
+        budget = fv.budget or int(main.run_config.get("budget", 10))
+        make_sampler = episodes.make_sampler(split, fv.seed)
+        item_scores = episodes.item_scores
+    if budget % fv.query_batch:
+        raise flags.ValidationError(f"--query_batch={fv.query_batch} must divide the "
+                                    f"budget {budget}")
+    return evaluation.run_batch_table(
+        main, make_sampler, budget, fv.query_batch, batch_size=fv.batch_size or 50,
+        ways=ways, item_scores=item_scores, **common)
 
 
 def _baselines_only(fv):

@@ -42,6 +42,9 @@ def build_setup():
     if budget > FLAGS.support_size:
         raise flags.ValidationError(f"label budget {budget} exceeds the pool of "
                                     f"--support_size={FLAGS.support_size} items")
+    if budget % FLAGS.query_batch:
+        raise flags.ValidationError(f"--query_batch={FLAGS.query_batch} must divide the label "
+                                    f"budget {budget} (labels arrive in whole rounds)")
     if FLAGS.support_size < 2 or FLAGS.query_size < 1:
         raise flags.ValidationError("--support_size must be >= 2 and --query_size >= 1")
     reader_config = ratings_data.reader_config_from_flags()
@@ -110,7 +113,8 @@ def build_setup():
         "item_id_type": "int64" if data.movie_ids.dtype.kind in "iu" else "str",
         "latent": {"dim": factors.dim, "steps": FLAGS.latent_steps},
         "duplicates_dropped": duplicates,
-        "data": data.summary(), "latent_validation_rmse": factors.validation_rmse}
+        "data": data.summary(), "latent_validation_rmse": factors.validation_rmse,
+        "query_batch": FLAGS.query_batch}
     setup = dict(
         name="movielens" if movielens else "ratings", train_sampler=train_sampler,
         make_eval_sampler=make_eval_sampler,

@@ -51,6 +51,25 @@ class Reader(keras.layers.Layer):
         return tf.concat([(rating - self.rating_center)[..., None],
                           self.rating_embedding(level)], axis=-1)
 
+    def label_width(self):
+        """L, the width of `label_features`."""
+        if self.task == "classification":
+            return self.max_classes
+        return 1 + self.rating_embedding.output_dim
+
     def call(self, item_embedding, label):
         return self.project(
             tf.concat([item_embedding, self.label_features(label)], axis=-1))
+
+    def read_unknown(self, item_embedding):
+        """r = W_r [x''_i; 0]: the item with its label not known yet.
+
+        Batch querying reads an item picked earlier in the same round
+        (pending) before a person labels it. A zero label vector is what a
+        one-hot of class -1 already is; for ratings it is the centred rating 0
+        and a zero level embedding. It needs no weights of its own, so models
+        trained one label at a time load and run unchanged.
+        """
+        shape = tf.concat([tf.shape(item_embedding)[:-1], [self.label_width()]], 0)
+        return self.project(tf.concat(
+            [item_embedding, tf.zeros(shape, item_embedding.dtype)], axis=-1))
