@@ -158,6 +158,21 @@ class OwnRatingsTest(unittest.TestCase):
         self.assertEqual(len(predicted), 8)   # 10 in the pool, 2 rated
         self.assertTrue(all(1.0 <= r <= 10.0 for _, r in predicted))
 
+    def test_in_memory_session_with_string_vocabulary_matches_the_saved_model(self):
+        from active_learning.session import ActiveSession  # pylint: disable=g-import-not-at-top
+        model, _ = checkpoints.load_model(self.model_dir)
+        vocabulary = checkpoints.load_vocabulary(self.model_dir)
+        pool = list(vocabulary[:SUPPORT])
+        sessions = [ActiveSession(model, pool, seed=0, vocabulary=vocabulary),
+                    ActiveSession(self.export, pool, seed=0)]
+        for session in sessions:
+            session.teach(session.query(1), [7.0])
+        np.testing.assert_allclose(sessions[0].probabilities(), sessions[1].probabilities(),
+                                   atol=1e-5)
+        np.testing.assert_allclose(sessions[0].predict(), sessions[1].predict(), atol=1e-4)
+        with self.assertRaisesRegex(ValueError, "unknown to the model's vocabulary.*'nope'"):
+            ActiveSession(model, pool[:3] + ["nope"], vocabulary=vocabulary)
+
     def test_evaluation_rebuilds_the_same_items_from_the_run_config(self):
         loaded = evaluation.load_evaluation_model(self.model_dir)
         data_dir = evaluation.resolve_data_dir(None, loaded.run_config, self.model_dir)
