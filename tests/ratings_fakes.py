@@ -45,3 +45,19 @@ def latent_factor_table(num_users=120, num_items=60, rank=3, seed=0, rated=0.7,
         # Written before the originals, so only the timestamp can pick them.
         frame = pd.concat([later, frame], ignore_index=True)
     return frame
+
+
+if __name__ == "__main__":
+    import os  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m tests.ratings_fakes OUT_DIR  (writes shop.csv and "
+                         "items.csv, the example of docs/own_data.md)")
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    table = latent_factor_table(num_users=600, num_items=200, duplicates=25, seed=0)
+    table.to_csv(os.path.join(out, "shop.csv"), index=False)
+    products = sorted(set(table["product"]))
+    pd.DataFrame({"product": products, "name": [f"Product {p[4:]}" for p in products]}).to_csv(
+        os.path.join(out, "items.csv"), index=False)
+    print(f"{out}/shop.csv: {len(table)} rows; {out}/items.csv: {len(products)} items")
