@@ -206,7 +206,8 @@ class ActiveMatchingNetwork(keras.Model):
         return self.controller(self.reader.read_unknown(item), state)
 
     def select_round(self, embeddings, state, labels, labeled, k, choose=None,
-                     cosine=None, read_pending=True, record=None, record_keys=()):
+                     cosine=None, read_pending=True, record=None, record_keys=(),
+                     first_logits=None):
         """Picks `k` items one after another, each conditioned on the earlier ones.
 
         Batch-mode querying (annotators label k items at a time). The paper
@@ -227,6 +228,8 @@ class ActiveMatchingNetwork(keras.Model):
           record: optional `record(pick, index)` -> dict of float32 `[B]`
             tensors, with keys `record_keys`, stacked over picks (the rollout
             records log-probabilities there).
+          first_logits: the sequential `select` logits of this state, when
+            the caller has them already (serving).
 
         Returns:
           (indices `[B, k]` int32 in the order picked, logits of the first pick
@@ -238,7 +241,8 @@ class ActiveMatchingNetwork(keras.Model):
             def choose(pick):
                 return tf.argmax(pick.logits, axis=-1, output_type=tf.int32)
         pending = tf.zeros_like(labeled)
-        first = self.select(embeddings, state, labels, labeled, cosine=cosine)
+        first = (self.select(embeddings, state, labels, labeled, cosine=cosine)
+                 if first_logits is None else first_logits)
         # A static bound where k is known (training): XLA needs one to
         # differentiate through the loop.
         bound = k if isinstance(k, int) else None

@@ -503,11 +503,18 @@ class ServingModule(tf.Module):
         # pick sees the earlier ones as pending (ActiveMatchingNetwork.
         # select_round), so a batch spreads over the pool as k single picks
         # would. `probabilities` are the first pick's distribution, as before.
-        top_k, logits, _ = self.model.select_round(embeddings, state, labels, mask, k)
+        logits = self.model.select(embeddings, state, labels, mask)
+        index = tf.argmax(logits, -1, output_type=tf.int32)
+        # k = 1 (the common stepwise call) skips the loop's machinery: the
+        # round's first pick is exactly the sequential argmax.
+        top_k = tf.cond(
+            tf.equal(k, 1), lambda: index[:, None],
+            lambda: self.model.select_round(embeddings, state, labels, mask, k,
+                                            first_logits=logits)[0])
         # The model already puts NEG_INF on labelled items, so exp() is exactly
         # 0 there; the where() makes that a guarantee of the interface.
         probabilities = tf.where(mask, 0.0, tf.nn.softmax(logits, axis=-1))
-        return {"probabilities": probabilities, "index": top_k[:, 0], "top_k": top_k}
+        return {"probabilities": probabilities, "index": index, "top_k": top_k}
 
     def _observe(self, embeddings, state, labels, labeled, index, label):
         fn = "observe"
