@@ -73,9 +73,9 @@ def _pool(seed=0, ways=4, per_class=3, batch=3):
         labels.append((np.arange(ways * per_class) // per_class)[order])
     support = tf.constant(np.stack(support)[..., None], tf.float32)
     queries = support[:, :ways]
-    return {"support_images": support, "support_labels": tf.constant(np.stack(labels),
+    return {"support": support, "support_labels": tf.constant(np.stack(labels),
                                                                      tf.int32),
-            "query_images": queries,
+            "queries": queries,
             "query_labels": tf.constant(np.stack(labels)[:, :ways], tf.int32)}
 
 
@@ -180,7 +180,7 @@ class RoundRolloutTest(parameterized.TestCase, tf.test.TestCase):
         batch = _pool()
         out = rollout.unroll(model, batch, make_policy("top_k"), 4, tf.constant([0, 0]),
                              query_batch=4)
-        embeddings, state = model.begin(batch["support_images"])
+        embeddings, state = model.begin(batch["support"])
         labeled = tf.zeros(batch["support_labels"].shape, tf.bool)
         logits = model.select(embeddings, state, None, labeled)
         self.assertAllEqual(out["actions"], tf.math.top_k(logits, 4).indices)
@@ -254,7 +254,7 @@ class ServingTest(tf.test.TestCase):
         cls.dir = tempfile.mkdtemp()
         tf.saved_model.save(module, cls.dir, signatures=module.signatures())
         cls.loaded = tf.saved_model.load(cls.dir)
-        cls.support = _pool(batch=2)["support_images"]
+        cls.support = _pool(batch=2)["support"]
 
     def _inputs(self, labeled):
         out = self.loaded.signatures["begin"](support=self.support)

@@ -42,7 +42,7 @@ def run_signatures(signatures, batch, budget, k):
     """(distinct classes [B], accuracy [B]) after `budget` labels in rounds of k."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     support_labels = batch["support_labels"].numpy()
-    out = signatures["begin"](support=batch["support_images"])
+    out = signatures["begin"](support=batch["support"])
     embeddings, state = out["embeddings"], out["state"]
     labels = tf.fill(support_labels.shape, -1)
     labeled = tf.zeros(support_labels.shape, tf.int32)
@@ -58,7 +58,7 @@ def run_signatures(signatures, batch, budget, k):
             state, labels, labeled = out["state"], out["labels"], out["labeled"]
     probabilities = signatures["predict"](embeddings=embeddings, state=state, labels=labels,
                                           labeled=labeled,
-                                          queries=batch["query_images"])["probabilities"]
+                                          queries=batch["queries"])["probabilities"]
     hits = np.argmax(probabilities.numpy(), -1) == batch["query_labels"].numpy()
     mask = labeled.numpy() == 1
     distinct = np.array([len(set(row[m].tolist())) for row, m in zip(support_labels, mask)])
@@ -94,7 +94,7 @@ def main(argv):
             distinct, accuracy = run_signatures(signatures, batch, budget, step)
             results[name][0].append(distinct)
             results[name][1].append(accuracy)
-        images = batch["support_images"].numpy()[..., 0]
+        images = batch["support"].numpy()[..., 0]
         labels = batch["support_labels"].numpy()
         for b in range(len(images)):
             if done + b >= FLAGS.session_episodes:
