@@ -350,11 +350,20 @@ class ServingModule(tf.Module):
             return checks
         if fn != "begin":
             return []  # queries may repeat an item; a pool must not
-        ordered = tf.sort(_static(items, [None, None]), axis=-1)  # rank checked before
-        repeated = tf.equal(ordered[:, 1:], ordered[:, :-1])
+        items = _static(items, [None, None])  # rank checked before
+        # Ids may be strings, which tf.sort does not take: order by the dense
+        # index instead (unknown ids, -1, get distinct negatives so that they
+        # are left to the vocabulary check).
+        dense = self._table.lookup(items)
+        dense = tf.where(dense < 0, -1 - tf.cast(tf.range(tf.shape(dense)[1]), dense.dtype)[None],
+                         dense)
+        order = tf.argsort(dense, axis=-1, stable=True)
+        ordered = tf.gather(items, order, batch_dims=1)
+        dense = tf.gather(dense, order, batch_dims=1)
+        repeated = tf.equal(dense[:, 1:], dense[:, :-1])
         return [(tf.logical_not(tf.reduce_any(repeated)),
                  f"{fn}: input `{name}` repeats an item within a pool (each item can "
-                 "be asked about once); repeated movieIds:",
+                 "be asked about once); repeated item ids:",
                  tf.boolean_mask(ordered[:, 1:], repeated))]
 
     def _items(self, fn, name, items):
