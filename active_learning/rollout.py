@@ -112,18 +112,7 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
         label = tf.gather(support_labels, index, batch_dims=1)
         state, labels, labeled = model.observe(embeddings, state, labels, labeled,
                                                index, label)
-        # Fast reward: mean log-likelihood over the still-unlabelled pool items.
-        fast = model.fast_predict(embeddings, state, labels, labeled, cosine=cosine)
-        fast_ll = model.log_likelihood(fast, support_labels)
-        unlabeled = tf.cast(tf.logical_not(labeled), tf.float32)
-        record["fast_rewards"] = (tf.reduce_sum(fast_ll * unlabeled, -1)
-                                  / tf.maximum(tf.reduce_sum(unlabeled, -1), 1.0))
-        if slow_every_step:
-            predictions = slow_predict(state, labels, labeled)
-            record["slow_rewards"] = tf.reduce_mean(
-                model.log_likelihood(predictions, query_labels), -1)
-            record["query_metric"] = query_metric(task, predictions, query_labels)
-        record["distinct_labels"] = distinct_labels(support_labels, labeled)
+        record = after_labels(state, labels, labeled, record)
         arrays = {k: arrays[k].write(t, v) for k, v in record.items()}
         return t + 1, state, labels, labeled, arrays
 
