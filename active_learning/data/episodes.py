@@ -43,11 +43,17 @@ class ClassEpisodeSampler(tf.Module):
     With `rotate=True` (square images only) the class pool is four times
     larger: class c is class `c // 4` turned by `90 * (c % 4)` degrees
     (Santoro et al., Vinyals et al.), rotated in-graph per drawn image.
+
+    With `within_group=True` all N classes of an episode come from one group
+    (Lake et al.'s one-shot protocol: 20 characters of one alphabet), the
+    group drawn uniformly among those holding at least N classes. Under
+    `rotate`, each (group, rotation) pair is a group of its own: a turned
+    alphabet is a new script.
     """
 
     def __init__(self, items, class_starts, class_counts, class_indices, ways,
                  items_per_class=5, queries_per_class=1, rotate=False, seed=0,
-                 class_names=None, name=None):
+                 class_names=None, class_groups=None, within_group=False, name=None):
         """Holds the items of `class_indices` and a seeded generator.
 
         Args:
@@ -60,6 +66,9 @@ class ClassEpisodeSampler(tf.Module):
           rotate: multiply the classes by the four 90-degree rotations.
           seed: seed of the generator.
           class_names: `[C]` names, for errors (default "class <index>").
+          class_groups: `[C]` group of each class (an alphabet); needed by
+            `within_group`.
+          within_group: draw the N classes of an episode from one group.
           name: module name.
         """
         super().__init__(name=name)
@@ -113,7 +122,47 @@ class ClassEpisodeSampler(tf.Module):
         # Equal counts (Omniglot's 20 drawings) need no mask: the same draws
         # as an unmasked sampler, so the episodes of a seed never change.
         self._ragged = bool((counts != counts[0]).any())
+        self.within_group = bool(within_group)
+        if self.within_group:
+            self._init_groups(class_groups, class_indices, len(starts))
+            self._check_ways(ways)
         self.rng = make_generator(seed)
+
+    def _init_groups(self, class_groups, class_indices, num_all):
+        """The `[G, M]` padded class lists of each group, for in-graph draws."""
+        if class_groups is None or len(class_groups) != num_all:
+            raise ValueError(
+                "within_group=True needs class_groups with one group per class "
+                f"({num_all}), got {None if class_groups is None else len(class_groups)}")
+        names = np.asarray([str(g) for g in class_groups])[class_indices]
+        keys = np.unique(names)
+        group_of = np.searchsorted(keys, names)
+        if self.rotate:  # class c is character c // 4 turned c % 4 times
+            group_of = np.repeat(group_of * 4, 4) + np.tile(np.arange(4), len(group_of))
+        members = [np.flatnonzero(group_of == g) for g in range(group_of.max() + 1)]
+        sizes = np.array([len(m) for m in members])
+        self.group_sizes = sizes
+        self.largest_group = int(sizes.max())
+        padded = np.zeros([len(members), self.largest_group], np.int64)
+        for g, m in enumerate(members):
+            padded[g, :len(m)] = m
+        self._group_members = tf.constant(padded, tf.int32)
+        self._group_sizes = tf.constant(sizes, tf.int32)
+
+    def _draw_classes(self, batch_size, ways):
+        """`[B, N]` distinct classes per episode, in a uniformly random order."""
+        if not self.within_group:
+            return sample_without_replacement(
+                self.rng, [batch_size], self.num_classes, ways)
+        eligible = tf.broadcast_to(self._group_sizes >= ways,
+                                   [batch_size, tf.size(self._group_sizes)])
+        group = sample_without_replacement(
+            self.rng, [batch_size], tf.size(self._group_sizes), 1, valid=eligible)[:, 0]
+        valid = (tf.range(self.largest_group)[None, :]
+                 < tf.gather(self._group_sizes, group)[:, None])
+        slots = sample_without_replacement(
+            self.rng, [batch_size], self.largest_group, ways, valid=valid)
+        return tf.gather(tf.gather(self._group_members, group), slots, batch_dims=1)
 
     def _check_ways(self, ways):
         if ways < 2:
@@ -123,6 +172,10 @@ class ClassEpisodeSampler(tf.Module):
                 "ways = %d exceeds the %d classes available (%d classes%s)"
                 % (ways, self.num_classes, self.num_characters,
                    " x 4 rotations" if self.num_classes > self.num_characters else ""))
+        if getattr(self, "within_group", False) and hasattr(self, "largest_group") and ways > self.largest_group:
+            raise ValueError(
+                f"ways = {ways} exceeds the largest group ({self.largest_group} classes): "
+                "within-group episodes need a group with at least that many classes")
 
     @tf.function
     def sample(self, batch_size, ways=None):
@@ -147,7 +200,8 @@ class ClassEpisodeSampler(tf.Module):
             ways = tf.cast(ways, tf.int32)
             tf.debugging.assert_greater_equal(ways, 2, "ways must be >= 2")
             tf.debugging.assert_less_equal(
-                ways, self.num_classes, "ways exceeds the classes available")
+                ways, self.largest_group if self.within_group else self.num_classes,
+                "ways exceeds the classes available (in one group, with within_group)")
         items, queries = self.items_per_class, self.queries_per_class
         per_class = items + queries
         batch_size = tf.cast(batch_size, tf.int32) if not isinstance(
@@ -155,8 +209,7 @@ class ClassEpisodeSampler(tf.Module):
 
         # The drawn classes come in a uniformly random order, so labelling
         # slot j as class j already is a random relabelling per episode.
-        classes = sample_without_replacement(
-            self.rng, [batch_size], self.num_classes, ways)         # [B, N]
+        classes = self._draw_classes(batch_size, ways)              # [B, N]
         characters = classes // 4 if self.rotate else classes
         valid = None
         if self._ragged:
