@@ -80,6 +80,7 @@ def table1_markdown(record):
 
 
 def figure3_markdown(record):
+    """Figure 3 as markdown: the accuracy panel at ticks, then distinct labels found."""
     ways = record["ways"]
     left_ticks = _ticks(ways, record["max_labels"], 5) if record["max_labels"] >= ways else \
         _ticks(1, record["max_labels"], 5)
@@ -110,6 +111,7 @@ def figure3_markdown(record):
 
 
 def figure4_markdown(record):
+    """Figure 4 as markdown: RMSE per label count, the improvement, the tuned values."""
     labels = record["labels"]
     lines = [f"**MovieLens, Figure 4** (pool {record['support_size']} movies, "
              f"{record['query_size']} held-out ratings; RMSE per episode, then the mean): "
