@@ -13,7 +13,7 @@ a new user has rated so far:
   variance of the predictive posterior distribution over its rating".
   `GaussianProcessRegressor` gives that posterior (mean and variance); the
   selection itself is `policies.GPVariancePolicy`, run by
-  `evaluation.run_figure4` on the same kernel.
+  `evaluation.rating_baselines` on the same kernel.
 
 Both predict the residual of a rating around a per-movie prior mean (the
 latent-factor model's global + movie bias, fitted on training users only), so

@@ -31,6 +31,8 @@ across replicas; otherwise from the stateless `seed`.
 - `entropy`: sampled in proportion to the entropy of the fast prediction.
 - `gp_variance`: sampled in proportion to the posterior variance of a
   Gaussian process whose kernel is the cosine similarity of the embeddings.
+- `balanced` (evaluation only, `make_eval_policy`): the class-balanced label
+  set of the paper's Matching Net (balanced) row of Table 1.
 """
 
 import dataclasses
@@ -326,6 +328,25 @@ class GPVariancePolicy(Policy):
                               uniform_noise(ctx, seed))
 
 
+class BalancedPolicy(Policy):
+    """Labels a class-balanced set: an item of a class with fewest labels so far.
+
+    The paper's Matching Net (balanced) labels K items of each of the N
+    classes (Table 1); after t labels every class holds floor(t/N) or
+    ceil(t/N). For t <= N this is the oracle policy. Ties are broken at random.
+    """
+
+    name = "balanced"
+
+    def choose(self, ctx, seed):
+        same = tf.equal(ctx.support_labels[:, :, None], ctx.support_labels[:, None, :])
+        labeled = tf.cast(ctx.labeled, tf.float32)
+        # [B, P]: how many labelled items carry item j's class.
+        count = tf.reduce_sum(tf.cast(same, tf.float32) * labeled[:, None, :], axis=-1)
+        score = -count + 1e-3 * uniform_noise(ctx, seed)
+        return _masked_argmax(score, ctx.labeled)
+
+
 POLICY_NAMES = ("learned", "greedy", "top_k", "random", "oracle", "min_max_cos",
                 "labelled_mass", "popular_entropy", "entropy", "gp_variance")
 
@@ -359,3 +380,18 @@ def make_policy(name, task="classification", item_scores=None):
     if name == "gp_variance":
         return GPVariancePolicy()
     raise ValueError(f"unknown policy {name!r}; choose one of {POLICY_NAMES}")
+
+
+# `balanced` is not a training policy: it reads every class label and is
+# defined for classification only, so it is offered where policies are
+# evaluated, not among the trainers' --policy choices.
+EVAL_POLICY_NAMES = POLICY_NAMES + ("balanced",)
+
+
+def make_eval_policy(name, task="classification", item_scores=None):
+    """`make_policy`, plus `balanced` (classification only)."""
+    if name == "balanced":
+        if task != "classification":
+            raise ValueError("the balanced policy needs class labels (classification)")
+        return BalancedPolicy()
+    return make_policy(name, task, item_scores=item_scores)

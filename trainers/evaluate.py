@@ -208,7 +208,7 @@ def _batch(fv, main, data_dir, common):
         ways = fv.ways or int(main.run_config.get("eval_ways")
                               or max(main.trained_ways() or [5]))
         budget = fv.budget or ways
-        evaluation._check_classification(main, ways, budget, episodes, split)  # noqa: SLF001
+        evaluation.check_classification(main, ways, budget, episodes, split)
         make_sampler = episodes.make_sampler(split, ways, fv.seed)
         item_scores = None
     else:
