@@ -6,7 +6,7 @@ import time
 
 from absl.testing import absltest
 
-from export import client as client_lib
+from active_learning import rest_client as client_lib
 
 
 class _Server:
