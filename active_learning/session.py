@@ -9,9 +9,11 @@
 The model can be an in-memory `ActiveMatchingNetwork`, a SavedModel written
 by `python -m export.saved_model` (its base directory or one version of it),
 or a model served by TF Serving (`http://host:port/v1/models/NAME`, called
-through `export.client`, standard library only). All three run the same steps
-as the SavedModel's signatures (begin, select, observe, predict), so a session
-gives the same answers whichever it uses.
+through `active_learning.rest_client`, standard library only). All three run
+the same steps, `active_learning.steps` (begin, select, observe, predict): the
+in-memory model calls them eagerly, the SavedModel's signatures were traced
+from them (see `active_learning.backends`), so a session gives the same
+answers whichever it uses.
 
 Pool items: images `[P, H, W, C]` in [0, 1] for classification, with the
 channels the model was trained on (Omniglot models: `[P, 28, 28(, 1)]`, ink
@@ -31,265 +33,14 @@ import os
 
 from absl import logging
 import numpy as np
-import tensorflow as tf
 
-from active_learning.config import MAX_MEAN_PIXEL, PIXEL_CONTRACT
-from active_learning.fingerprint import model_fingerprint
-from active_learning.layers.masked import NEG_INF
+from active_learning.backends import make_backend
+from active_learning.backends import resolve_saved_model  # noqa: F401  (public here too)
 
 # 2: the file records the model's fingerprint; 1 (older) files load without
 # that check.
 _FORMAT = 2
 _FORMATS = (1, 2)
-_SIGNATURES = ("begin", "select", "observe", "predict", "metadata")
-
-
-# ---------------------------------------------------------------- backends
-class _Backend:
-    """Runs the serving steps; `call(name, inputs) -> {output: np.ndarray}`.
-
-    Attributes filled by subclasses: `task`, `max_classes` (classification),
-    `rating_min`, `rating_max` (ratings), `embed_dim`, `state_size`,
-    `image_size`, `description`.
-    """
-
-    fingerprint = ""
-
-    def _read_metadata(self, meta):
-        self.task = meta["task"]
-        # Exports older than the fingerprint have none: "" (not checked).
-        self.fingerprint = str(meta.get("fingerprint", ""))
-        self.embed_dim = int(meta["embed_dim"])
-        self.state_size = int(meta["state_size"])
-        if self.task == "classification":
-            self.max_classes = int(meta["max_classes"])
-            self.image_size = int(meta["image_size"])
-            # Exports from before RGB and feature-vector models lack these.
-            self.image_channels = int(meta.get("image_channels", 1))
-            self.encoder = str(meta.get("encoder", "conv"))
-            self.feature_size = int(meta.get("feature_size", 0))
-            self.ink_images = bool(meta.get("ink_images", True))
-        else:
-            self.rating_min = float(meta["rating_min"])
-            self.rating_max = float(meta["rating_max"])
-
-    def prepare_items(self, items, what):
-        """Validates pool or query items on the client side; numpy array."""
-        if self.task == "classification" and self.encoder == "mlp":
-            items = np.asarray(items, np.float32)
-            if items.ndim != 2 or items.shape[1] != self.feature_size:
-                raise ValueError(f"{what} must be feature vectors [n, {self.feature_size}] "
-                                 f"(the model's width); got shape {items.shape}")
-            if not np.all(np.isfinite(items)):
-                raise ValueError(f"{what} holds NaN or Inf features")
-            return items
-        if self.task == "classification":
-            items = np.asarray(items, np.float32)
-            channels = self.image_channels
-            if items.ndim == 3 and channels == 1:
-                items = items[..., None]
-            if (items.ndim != 4 or items.shape[-1] != channels
-                    or items.shape[1] != items.shape[2]):
-                layout = "grey-scale images [n, H, W] or [n, H, W, 1]" if channels == 1 \
-                    else "RGB images [n, H, W, 3]"
-                raise ValueError(f"{what} must be square {layout}, as the model "
-                                 f"was trained on; got shape {items.shape}")
-            if not np.all(np.isfinite(items)):
-                raise ValueError(f"{what} holds NaN or Inf pixels; images are float32 in "
-                                 "[0, 1]" + (", ink = 1" if self.ink_images else ""))
-            if items.size and (items.min() < 0 or items.max() > 1):
-                contract = PIXEL_CONTRACT if self.ink_images else "images are float32 in [0, 1]"
-                raise ValueError(f"{what} has pixels outside [0, 1] (min {items.min():g}, "
-                                 f"max {items.max():g}): {contract}")
-            # Only ink images (Omniglot's convention) have a known polarity;
-            # a photograph may well be bright on average.
-            means = items.reshape(len(items), -1).mean(-1) if items.size else items
-            if self.ink_images and np.any(means > MAX_MEAN_PIXEL):
-                raise ValueError(
-                    f"{what} has images whose mean pixel exceeds {MAX_MEAN_PIXEL} (the "
-                    f"background is ink), e.g. image {int(np.argmax(means))}: "
-                    f"{PIXEL_CONTRACT}")
-            return items
-        items = np.asarray(items)
-        if items.ndim != 1 or (items.size and items.dtype.kind not in "iuUSO"):
-            raise ValueError(f"{what} must be a 1-D array of integer or string item ids; "
-                             f"got shape {items.shape} dtype {items.dtype}")
-        if what == "pool":
-            values, counts = np.unique(items, return_counts=True)
-            if np.any(counts > 1):
-                raise ValueError(f"the pool repeats item ids {values[counts > 1].tolist()[:20]}"
-                                 "; each item can be asked about once")
-        # String ids (ratings tables with string item ids) stay strings.
-        return items.astype(str) if items.dtype.kind in "USO" else items.astype(np.int64)
-
-
-class _ModelBackend(_Backend):
-    """Calls an in-memory `ActiveMatchingNetwork` eagerly."""
-
-    def __init__(self, model, vocabulary=None):
-        self.model = model
-        c = model.config
-        meta = {"task": c.task, "embed_dim": c.embed_dim, "state_size": 2 * c.units,
-                "max_classes": c.max_classes, "image_size": c.image_size,
-                "image_channels": c.image_channels, "encoder": c.encoder,
-                "feature_size": c.feature_size, "ink_images": c.ink_images,
-                "rating_min": c.rating_min, "rating_max": c.rating_max,
-                "fingerprint": model_fingerprint(model)}
-        self._read_metadata(meta)
-        self.description = "in-memory model"
-        self._index = None
-        if vocabulary is not None:
-            if c.task != "regression":
-                raise ValueError("a vocabulary only applies to a ratings model")
-            vocabulary = np.asarray(vocabulary)
-            if vocabulary.shape != (c.num_items,):
-                raise ValueError(f"the vocabulary holds {vocabulary.shape} ids but the "
-                                 f"model has num_items={c.num_items}")
-            self._index = {_id_key(m): i for i, m in enumerate(vocabulary.tolist())}
-        self._num_items = c.num_items
-
-    def _model_items(self, items):
-        """[B, N, ...] client items -> what the model's encoder takes."""
-        if self.task == "classification" and self.encoder == "mlp":
-            return tf.constant(items, tf.float32)
-        if self.task == "classification":
-            size = self.image_size
-            if items.shape[2] != size:
-                flat = items.reshape((-1,) + items.shape[2:])
-                flat = tf.image.resize(flat, [size, size], method="area").numpy()
-                items = flat.reshape(items.shape[:2] + (size, size, self.image_channels))
-            return tf.constant(items, tf.float32)
-        if self._index is not None:
-            keys = [_id_key(i) for i in items.ravel().tolist()]
-            unknown = sorted(set(keys) - set(self._index), key=str)
-            if unknown:
-                raise ValueError(f"item ids unknown to the model's vocabulary: {unknown[:20]}")
-            items = np.asarray([self._index[k] for k in keys], np.int64).reshape(items.shape)
-        elif items.size and (items.dtype.kind not in "iu" or items.min() < 0
-                             or items.max() >= self._num_items):
-            raise ValueError(f"item indices must lie in 0..{self._num_items - 1} (pass "
-                             "vocabulary= to use movieIds)")
-        return tf.constant(items, tf.int32)
-
-    def call(self, name, inputs):
-        m = self.model
-        if name == "begin":
-            embeddings, state = m.begin(self._model_items(inputs["support"]))
-            return {"embeddings": embeddings.numpy(), "state": state.numpy()}
-        embeddings = tf.constant(inputs["embeddings"], tf.float32)
-        state = tf.constant(inputs["state"], tf.float32)
-        labels = tf.constant(inputs["labels"], m.label_dtype)
-        labeled = tf.constant(np.asarray(inputs["labeled"]) == 1)
-        if name == "select":
-            # The library function the SavedModel's `select` runs.
-            top_k, logits, _ = m.select_round(embeddings, state, labels, labeled,
-                                              int(inputs["k"]))
-            probabilities = tf.where(labeled, 0.0, tf.nn.softmax(logits, -1))
-            return {"probabilities": probabilities.numpy(), "index": top_k[:, 0].numpy(),
-                    "top_k": top_k.numpy()}
-        if name == "observe":
-            state, labels, labeled = m.observe(
-                embeddings, state, labels, labeled,
-                tf.constant(inputs["index"], tf.int32),
-                tf.constant(inputs["label"], m.label_dtype))
-            return {"state": state.numpy(), "labels": labels.numpy(),
-                    "labeled": labeled.numpy().astype(np.int32)}
-        if name == "predict":
-            out = m.predict(embeddings, state, labels, labeled,
-                            self._model_items(inputs["queries"])).numpy()
-            return {"probabilities" if self.task == "classification" else "ratings": out}
-        raise ValueError(f"unknown step {name!r}")
-
-
-def _id_key(value):
-    """A vocabulary key: int for integer ids, str for string ids."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    return str(value)
-
-
-def resolve_saved_model(path):
-    """`path` if it is a SavedModel, else its highest numbered version."""
-    path = os.fspath(path)
-    if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
-        return path
-    versions = []
-    if tf.io.gfile.isdir(path):
-        versions = sorted(int(n.rstrip("/")) for n in tf.io.gfile.listdir(path)
-                          if n.rstrip("/").isdigit())
-    if not versions:
-        raise FileNotFoundError(f"{path!r} is neither a SavedModel nor a base directory "
-                                "with numbered versions (see `python -m export.saved_model`)")
-    return os.path.join(path, str(versions[-1]))
-
-
-def _scalar(value):
-    """A 0-d output of `metadata` as a Python str, int or float."""
-    value = np.asarray(value).item()
-    return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
-class _SavedModelBackend(_Backend):
-    """Calls the signatures of a SavedModel loaded with `tf.saved_model.load`."""
-
-    def __init__(self, path_or_loaded, prefix=""):
-        if hasattr(path_or_loaded, "signatures"):
-            self.path = None
-            self.loaded = path_or_loaded
-        else:
-            self.path = resolve_saved_model(path_or_loaded)
-            self.loaded = tf.saved_model.load(self.path)
-        self.description = f"SavedModel {self.path or '(loaded)'}"
-        self._prefix = prefix
-        missing = [n for n in _SIGNATURES if prefix + n not in self.loaded.signatures]
-        if missing:
-            raise ValueError(f"{self.path} lacks the signatures {[prefix + n for n in missing]}"
-                             f"; it has {sorted(self.loaded.signatures)}")
-        self._read_metadata({key: _scalar(value) for key, value
-                             in self.call("metadata", {"dummy": 0}).items()})
-
-    def call(self, name, inputs):
-        fn = self.loaded.signatures[self._prefix + name]
-        specs = fn.structured_input_signature[1]
-        args = {key: tf.constant(np.asarray(value), specs[key].dtype)
-                for key, value in inputs.items()}
-        return {key: value.numpy() for key, value in fn(**args).items()}
-
-
-class _RestBackend(_Backend):
-    """Calls a model served by TF Serving over its REST API."""
-
-    def __init__(self, url, prefix=""):
-        from export.client import RestClient  # Only REST sessions need it.
-
-        self.client = RestClient(url)
-        self.description = f"TF Serving {url}"
-        self._prefix = prefix
-        self._read_metadata(self.client.metadata(prefix))
-
-    def call(self, name, inputs):
-        single = {"predict": "probabilities" if self.task == "classification" else "ratings"}
-        return self.client.predict(self._prefix + name, inputs, output_name=single.get(name))
-
-
-def _backend(source, signature_prefix="", vocabulary=None):
-    if isinstance(source, _Backend):
-        return source
-    if hasattr(source, "begin") and hasattr(source, "config"):
-        if signature_prefix:
-            raise ValueError("signature_prefix applies to SavedModel and REST models only")
-        return _ModelBackend(source, vocabulary)
-    if hasattr(source, "signatures"):
-        return _SavedModelBackend(source, signature_prefix)
-    if vocabulary is not None:
-        raise ValueError("vocabulary= applies to an in-memory model only (a SavedModel "
-                         "maps movieIds itself)")
-    source = os.fspath(source)
-    if source.startswith(("http://", "https://")):
-        return _RestBackend(source, signature_prefix)
-    return _SavedModelBackend(source, signature_prefix)
 
 
 _SESSION_KEYS = ("format", "task", "pool", "embeddings", "state", "labels", "labeled",
@@ -343,12 +94,13 @@ class ActiveSession:
       signature_prefix: prepended to the signature names (for a SavedModel
         exported with prefixed names).
       vocabulary: in-memory ratings models only: the movieId of each dense
-        index; the pool and queries are then movieIds.
+        index (or a `steps.ItemVocabulary`, the map a SavedModel's
+        signatures use); the pool and queries are then movieIds.
     """
 
     def __init__(self, model_or_path_or_url, pool, seed=0, signature_prefix="",
                  vocabulary=None):
-        self._backend = _backend(model_or_path_or_url, signature_prefix, vocabulary)
+        self._backend = make_backend(model_or_path_or_url, signature_prefix, vocabulary)
         pool = self._backend.prepare_items(pool, "pool")
         if len(pool) == 0:
             raise ValueError("the pool must hold at least one item")
@@ -604,7 +356,7 @@ class ActiveSession:
         """
         path = os.fspath(path)
         values = _read_session_file(path)
-        backend = _backend(model_or_path_or_url, signature_prefix, vocabulary)
+        backend = make_backend(model_or_path_or_url, signature_prefix, vocabulary)
         if str(values["task"]) != backend.task:
             raise ValueError(f"{path} holds a {values['task']} session but the model is "
                              f"a {backend.task} model")

@@ -21,11 +21,14 @@ what every JSON client writes without thinking. `labels` are int32 classes
 (-1 = unknown) for classification and float32 ratings for the ratings task.
 Ratings models take the data set's item ids (int64, e.g. MovieLens movieIds,
 or strings when the ratings table's item ids are strings) and map them to the
-model's dense item indices in the graph with a `tf.lookup.StaticHashTable`.
+model's dense item indices in the graph with the `tf.lookup.StaticHashTable`
+of a `steps.ItemVocabulary`.
 `metadata` takes a dummy scalar because TF Serving's REST API refuses a
 signature without inputs.
 
-Loaded signatures do not check the shapes of their inputs (a
+Each signature is input validation followed by the step of its name in
+`active_learning.steps`, the functions an in-memory `ActiveSession` calls
+eagerly. Loaded signatures do not check the shapes of their inputs (a
 `ConcreteFunction` restored from a SavedModel only checks dtypes, and TF
 Serving feeds whatever it receives), so every signature validates its inputs
 with core `tf.debugging.Assert` ops, in stages (ranks, then shapes, then
@@ -41,12 +44,10 @@ import types
 import numpy as np
 import tensorflow as tf
 
-import active_learning
+from active_learning import steps
+from active_learning.backends import SIGNATURES
 from active_learning.config import MAX_MEAN_PIXEL, PIXEL_CONTRACT
 from active_learning.fingerprint import model_fingerprint
-from active_learning.layers.masked import NEG_INF
-
-SIGNATURES = ("begin", "select", "observe", "predict", "metadata")
 
 # How many entries of an offending tensor an assertion message prints.
 _SUMMARIZE = 16
@@ -105,8 +106,9 @@ class ServingModule(tf.Module):
     Args:
       model: the `ActiveMatchingNetwork` (weights restored).
       vocabulary: ratings models only: `[num_items]` int64 or str, the item
-        id of each dense item index (`checkpoints.load_vocabulary`); the
-        signatures then take items of that dtype.
+        id of each dense item index (`checkpoints.load_vocabulary`), or a
+        `steps.ItemVocabulary` of them; the signatures then take items of
+        that dtype.
       run_config: optional dict, how the model was trained; exported as a
         JSON string by the `metadata` signature.
       version: the export version, reported by `metadata`.
@@ -131,16 +133,12 @@ class ServingModule(tf.Module):
                                            default=_json_default)
         self._checkpoint = str(checkpoint or "")
         self._fingerprint = model_fingerprint(model)
-        # Strings are built here, not while tracing `metadata`: AutoGraph
-        # would otherwise try (and fail) to convert the json module.
-        self._model_config_json = config.to_json()
         self._embed_dim = int(config.embed_dim)
         self._state_size = 2 * int(config.units)
 
         if self._classification:
             if vocabulary is not None:
                 raise ValueError("a classification model takes no vocabulary")
-            size = int(config.image_size)
             if config.encoder == "mlp":
                 item_shape = [None, None, int(config.feature_size)]
             else:
@@ -152,29 +150,18 @@ class ServingModule(tf.Module):
                 raise ValueError(
                     "a ratings model needs its movieId vocabulary "
                     "(checkpoints.load_vocabulary(model_dir))")
-            vocab = np.asarray(vocabulary)
-            # String item ids (any ratings table) stay strings; numbers int64.
-            string_ids = vocab.dtype.kind in "USO"
-            vocab = vocab.astype(str).astype(object) if string_ids else vocab.astype(np.int64)
-            if vocab.ndim != 1 or vocab.shape[0] != config.num_items:
-                raise ValueError(
-                    f"the vocabulary holds {vocab.shape} movieIds but the model "
-                    f"has num_items={config.num_items}")
-            if np.unique(vocab).shape[0] != vocab.shape[0]:
-                raise ValueError("the vocabulary repeats a movieId")
+            vocabulary = steps.ItemVocabulary.of(vocabulary, config.num_items)
+            item_dtype = vocabulary.dtype
             # A variable so that clients can read the vocabulary back from
             # the loaded SavedModel (`loaded.vocabulary`).
-            item_dtype = tf.string if string_ids else tf.int64
-            self.vocabulary = tf.Variable(tf.constant(vocab, item_dtype), trainable=False,
-                                          name="vocabulary")
-            self._table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(
-                    tf.constant(vocab, item_dtype), tf.range(vocab.shape[0], dtype=tf.int64)),
-                default_value=-1)
-            size = None
+            self.vocabulary = tf.Variable(tf.constant(vocabulary.ids, item_dtype),
+                                          trainable=False, name="vocabulary")
+            # Tracked, so that the SavedModel saves the table the signatures
+            # capture; the lookups go through `self._items_vocabulary`.
+            self._table = vocabulary.table
             item_shape = [None, None]
             label_dtype = tf.float32
-        self._image_size = size
+        self._items_vocabulary = vocabulary
         self._item_dtype = item_dtype
         self._label_dtype = label_dtype
         self._item_shape = item_shape
@@ -354,7 +341,7 @@ class ServingModule(tf.Module):
         # Ids may be strings, which tf.sort does not take: order by the dense
         # index instead (unknown ids, -1, get distinct negatives so that they
         # are left to the vocabulary check).
-        dense = self._table.lookup(items)
+        dense = self._items_vocabulary.lookup(items)
         dense = tf.where(dense < 0, -1 - tf.cast(tf.range(tf.shape(dense)[1]), dense.dtype)[None],
                          dense)
         order = tf.argsort(dense, axis=-1, stable=True)
@@ -366,28 +353,16 @@ class ServingModule(tf.Module):
                  "be asked about once); repeated item ids:",
                  tf.boolean_mask(ordered[:, 1:], repeated))]
 
-    def _items(self, fn, name, items):
-        """Pool items as the model takes them: resized images or dense ids."""
-        if self._classification and self._config.encoder == "mlp":
+    def _items(self, fn, name, given):
+        """Pool items as the model takes them (`steps.model_items`), known ids only."""
+        items, unknown = steps.model_items(self._config, given, self._items_vocabulary)
+        if unknown is None:
             return items
-        if self._classification:
-            size = self._image_size
-            channels = int(self._config.image_channels)
-            shape = tf.shape(items)
-            flat = tf.reshape(items, tf.concat([[-1], shape[2:]], 0))
-            # Area resampling is how the Omniglot pipeline turns the release's
-            # 105x105 drawings into 28x28 ones.
-            flat = tf.cond(tf.equal(shape[2], size), lambda: flat,
-                           lambda: tf.image.resize(flat, [size, size], method="area"))
-            return tf.reshape(flat, tf.concat([shape[:2], [size, size, channels]], 0))
-        dense = self._table.lookup(items)
-        unknown = dense < 0
         (items,) = _validated([lambda: [(
             tf.logical_not(tf.reduce_any(unknown)),
             f"{fn}: input `{name}` holds item ids unknown to the model vocabulary:",
-            tf.boolean_mask(items, unknown))]], [items])
-        with tf.control_dependencies([items]):
-            return tf.cast(tf.identity(dense), tf.int32)
+            tf.boolean_mask(given, unknown))]], [items])
+        return items
 
     def _episode_ranks(self, fn, embeddings, state, labels, labeled):
         return self._rank_checks(fn, [
@@ -483,8 +458,7 @@ class ServingModule(tf.Module):
             lambda: self._item_value_checks("begin", "support", support),
         ], [support])
         support = _static(support, self._item_shape)
-        embeddings, state = self.model.begin(self._items("begin", "support", support))
-        return {"embeddings": embeddings, "state": state}
+        return steps.begin(self.model, self._items("begin", "support", support))
 
     def _select(self, embeddings, state, labels, labeled, k):
         fn = "select"
@@ -507,23 +481,7 @@ class ServingModule(tf.Module):
         embeddings, state, labels, labeled = self._episode_shapes(
             embeddings, state, labels, labeled)
         k = _static(k, [])
-        mask = tf.equal(labeled, 1)
-        # The k items are chosen jointly, greedily, one after another: each
-        # pick sees the earlier ones as pending (ActiveMatchingNetwork.
-        # select_round), so a batch spreads over the pool as k single picks
-        # would. `probabilities` are the first pick's distribution, as before.
-        logits = self.model.select(embeddings, state, labels, mask)
-        index = tf.argmax(logits, -1, output_type=tf.int32)
-        # k = 1 (the common stepwise call) skips the loop's machinery: the
-        # round's first pick is exactly the sequential argmax.
-        top_k = tf.cond(
-            tf.equal(k, 1), lambda: index[:, None],
-            lambda: self.model.select_round(embeddings, state, labels, mask, k,
-                                            first_logits=logits)[0])
-        # The model already puts NEG_INF on labelled items, so exp() is exactly
-        # 0 there; the where() makes that a guarantee of the interface.
-        probabilities = tf.where(mask, 0.0, tf.nn.softmax(logits, axis=-1))
-        return {"probabilities": probabilities, "index": index, "top_k": top_k}
+        return steps.select(self.model, embeddings, state, labels, labeled, k)
 
     def _observe(self, embeddings, state, labels, labeled, index, label):
         fn = "observe"
@@ -562,9 +520,7 @@ class ServingModule(tf.Module):
         embeddings, state, labels, labeled = self._episode_shapes(
             embeddings, state, labels, labeled)
         index, label = _static(index, [None]), _static(label, [None])
-        state, labels, mask = self.model.observe(
-            embeddings, state, labels, tf.equal(labeled, 1), index, label)
-        return {"state": state, "labels": labels, "labeled": tf.cast(mask, tf.int32)}
+        return steps.observe(self.model, embeddings, state, labels, labeled, index, label)
 
     def _predict(self, embeddings, state, labels, labeled, queries):
         fn = "predict"
@@ -588,41 +544,16 @@ class ServingModule(tf.Module):
         embeddings, state, labels, labeled = self._episode_shapes(
             embeddings, state, labels, labeled)
         queries = _static(queries, self._item_shape)
-        predictions = self.model.predict(embeddings, state, labels, tf.equal(labeled, 1),
-                                         self._items(fn, "queries", queries))
-        if self._classification:
-            return {"probabilities": predictions}
-        return {"ratings": predictions}
+        return steps.predict(self.model, embeddings, state, labels, labeled,
+                             self._items(fn, "queries", queries))
 
     def _metadata(self, dummy):
         # TF Serving's REST API rejects a signature without inputs, so this
         # one takes a scalar it ignores.
         del dummy
-        c = self._config
-        out = {
-            "task": tf.constant(c.task),
-            "export_version": tf.constant(self._version, tf.int64),
-            "package_version": tf.constant(active_learning.__version__),
-            "input_spec": tf.constant(self._input_spec),
-            "model_config": tf.constant(self._model_config_json),
-            "training_config": tf.constant(self._run_config_json),
-            "checkpoint": tf.constant(self._checkpoint),
-            "fingerprint": tf.constant(self._fingerprint),
-            "embed_dim": tf.constant(self._embed_dim, tf.int32),
-            "state_size": tf.constant(self._state_size, tf.int32),
-        }
-        if self._classification:
-            out["max_classes"] = tf.constant(c.max_classes, tf.int32)
-            out["image_size"] = tf.constant(c.image_size, tf.int32)
-            out["image_channels"] = tf.constant(c.image_channels, tf.int32)
-            out["ink_images"] = tf.constant(c.ink_images)
-            out["encoder"] = tf.constant(c.encoder)
-            out["feature_size"] = tf.constant(c.feature_size, tf.int32)
-        else:
-            out["rating_min"] = tf.constant(c.rating_min, tf.float32)
-            out["rating_max"] = tf.constant(c.rating_max, tf.float32)
-            out["num_items"] = tf.constant(c.num_items, tf.int32)
-        return out
+        return steps.metadata(self.model, self._fingerprint, version=self._version,
+                              run_config_json=self._run_config_json,
+                              checkpoint=self._checkpoint, input_spec=self._input_spec)
 
 
 def _json_default(value):

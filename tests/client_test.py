@@ -1,4 +1,8 @@
-"""The REST client against misbehaving servers: not JSON, trickled bytes."""
+"""The REST client against misbehaving servers: not JSON, trickled bytes.
+
+The client lives in the library (`active_learning.rest_client`); the old
+`export.client` path still gives the same classes.
+"""
 
 import http.server
 import threading
@@ -6,7 +10,7 @@ import time
 
 from absl.testing import absltest
 
-from export import client as client_lib
+from active_learning import rest_client as client_lib
 
 
 class _Server:
@@ -92,6 +96,14 @@ class ClientTest(absltest.TestCase):
         url = self.serve(lambda h: _send(h, 200, b'{"outputs": {"index": [3]}}'))
         out = client_lib.RestClient(url, timeout=5).predict("select", {"k": 1})
         self.assertEqual(out["index"].tolist(), [3])
+
+    def test_export_client_is_the_library_client(self):
+        from export import client as export_client  # pylint: disable=g-import-not-at-top
+
+        self.assertIs(export_client.RestClient, client_lib.RestClient)
+        url = self.serve(lambda h: _send(h, 503, b'{"error": "overloaded"}'))
+        with self.assertRaisesRegex(export_client.ServingError, "HTTP 503: overloaded"):
+            client_lib.RestClient(url, timeout=5).predict("begin", {"support": [[1]]})
 
 
 if __name__ == "__main__":

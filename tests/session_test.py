@@ -26,7 +26,7 @@ import tensorflow as tf
 from active_learning.config import ModelConfig
 from active_learning.model import ActiveMatchingNetwork
 from active_learning.session import ActiveSession
-from export import client as client_lib
+from active_learning import rest_client as client_lib
 from export import saved_model as export_lib
 
 NUM_ITEMS = 30
