@@ -8,6 +8,7 @@ BUILD file.
 import ast
 import glob
 import os
+import sys
 
 import pytest
 
@@ -97,3 +98,7 @@ def test_checker_catches_a_missing_source(tmp_path):
     (rule, kwargs), = rules(str(build))
     assert rule == "py_library"
     assert not os.path.isfile(tmp_path / string_items(kwargs["srcs"])[0])
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -1,10 +1,12 @@
 """The REST client against misbehaving servers: not JSON, trickled bytes."""
 
 import http.server
+import sys
 import threading
 import time
 
 from absl.testing import absltest
+import pytest
 
 from export import client as client_lib
 
@@ -95,4 +97,4 @@ class ClientTest(absltest.TestCase):
 
 
 if __name__ == "__main__":
-    absltest.main()
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
