@@ -9,7 +9,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import active_learning  # noqa: F401,E402  (first: quiets TensorFlow's start-up)
+import active_learning  # noqa: F401,E402  (first: sets TensorFlow's log level)
 
 import io  # noqa: E402
 import json  # noqa: E402
