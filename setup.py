@@ -10,6 +10,7 @@ setuptools.setup(
         "Matching Network in TensorFlow/Keras, trainable and servable."),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
     python_requires=">=3.10",
     packages=setuptools.find_packages(
         include=["active_learning", "active_learning.*", "trainers",

@@ -6,35 +6,13 @@ from the few labels it gathered.
 """
 
 import os as _os
-import sys as _sys
 
-
-def _import_tensorflow_quietly():
-    """Imports TensorFlow with its C++ start-up banner kept off stderr.
-
-    TensorFlow 2.21 prints oneDNN/CUDA notices through absl before its log
-    level can be read; they are noise for users of this package. Stderr is
-    restored before any Python error surfaces.
-    """
-    _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if "tensorflow" in _sys.modules or _os.environ.get("ACTIVE_LEARNING_VERBOSE_TF"):
-        return
-    try:
-        saved = _os.dup(2)
-    except OSError:
-        return
-    try:
-        with open(_os.devnull, "w") as devnull:
-            _os.dup2(devnull.fileno(), 2)
-            try:
-                import tensorflow  # noqa: F401
-            finally:
-                _os.dup2(saved, 2)
-    finally:
-        _os.close(saved)
-
-
-_import_tensorflow_quietly()
+# TensorFlow reads TF_CPP_MIN_LOG_LEVEL once, when it loads: 2 keeps its C++
+# INFO and WARNING lines out of a run's output, and a value the user exported
+# wins (README "TensorFlow's log messages"). Nothing else is hidden: the few
+# lines TensorFlow 2.21 prints while loading, before that level applies, stay,
+# as do errors of the libraries it loads.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 

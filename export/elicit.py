@@ -156,7 +156,7 @@ def prepare(export_dir, movies, version=None, ratings=None, pool_size=50, seed=0
     """
     import os
 
-    import active_learning  # noqa: F401  (quiets TensorFlow's start-up banner)
+    import active_learning  # noqa: F401  (sets TensorFlow's log level before it loads)
     import tensorflow as tf
 
     from active_learning.data import movielens, ratings_reader

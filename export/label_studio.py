@@ -609,7 +609,7 @@ def main(argv=None):
         try:
             url = check_url(FLAGS.url, FLAGS.allow_insecure_http)
             token = read_token(FLAGS.token_file)
-            import active_learning  # noqa: F401  (quiets TensorFlow's start-up banner)
+            import active_learning  # noqa: F401  (sets TensorFlow's log level before it loads)
             import tensorflow as tf
 
             from active_learning.session import resolve_saved_model

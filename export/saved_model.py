@@ -14,7 +14,7 @@ import re
 import shutil
 import sys
 
-import active_learning  # noqa: F401  (quiets TensorFlow's start-up banner)
+import active_learning  # noqa: F401  (sets TensorFlow's log level before it loads)
 import tensorflow as tf
 
 from active_learning import checkpoints

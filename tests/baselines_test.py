@@ -1,11 +1,13 @@
 """Tests of the MovieLens baseline predictors: metric, ridge, its tuning, the GP."""
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import active_learning  # noqa: F401,E402
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from active_learning import baselines  # noqa: E402
@@ -136,4 +138,4 @@ class GaussianProcessTest(tf.test.TestCase):
 
 
 if __name__ == "__main__":
-    tf.test.main()
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

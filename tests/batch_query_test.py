@@ -13,11 +13,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import active_learning  # noqa: F401,E402
 
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 
 from absl.testing import parameterized  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from active_learning import evaluation, rollout  # noqa: E402
@@ -299,4 +301,4 @@ class ServingTest(tf.test.TestCase):
 
 
 if __name__ == "__main__":
-    tf.test.main()
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

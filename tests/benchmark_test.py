@@ -9,11 +9,12 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import active_learning  # noqa: F401,E402  (first: quiets TensorFlow's start-up)
+import active_learning  # noqa: F401,E402  (first: sets TensorFlow's log level)
 
 import io  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import sys  # noqa: E402
 
 from absl import flags  # noqa: E402
 import pytest  # noqa: E402
@@ -187,3 +188,7 @@ def test_flags_make_the_command_configs():
     assert [(s.pool, s.labels) for s in full.scenarios] == [(25, 5), (50, 10), (100, 30),
                                                             (50, 10)]
     assert full.serving_pools == (25, 100, 1000) and full.serving_batches == (1, 64)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

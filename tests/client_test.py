@@ -5,10 +5,12 @@ The client lives in the library (`active_learning.rest_client`); the old
 """
 
 import http.server
+import sys
 import threading
 import time
 
 from absl.testing import absltest
+import pytest
 
 from active_learning import rest_client as client_lib
 
@@ -107,4 +109,4 @@ class ClientTest(absltest.TestCase):
 
 
 if __name__ == "__main__":
-    absltest.main()
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -7,6 +7,7 @@ before a result is quoted from it.
 import hashlib
 import os
 import re
+import sys
 
 import pytest
 
@@ -48,3 +49,7 @@ def test_repository_paths_resolve_from_any_directory(tmp_path, monkeypatch):
     # Anything else comes back unchanged, for the reader to name in its error.
     assert paths.resolve_data_dir("no/such/folder") == "no/such/folder"
     assert paths.resolve_data_dir("tfds:omniglot") == "tfds:omniglot"
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -9,7 +9,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import active_learning  # noqa: F401,E402  (first: quiets TensorFlow's start-up)
+import active_learning  # noqa: F401,E402  (first: sets TensorFlow's log level)
 
 import shutil
 import subprocess
@@ -18,6 +18,7 @@ import tempfile
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from active_learning.config import ModelConfig
@@ -183,4 +184,4 @@ class ElicitTest(tf.test.TestCase):
 
 
 if __name__ == "__main__":
-    tf.test.main()
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

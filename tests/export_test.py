@@ -11,7 +11,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import active_learning  # noqa: F401,E402  (first: quiets TensorFlow's start-up)
+import active_learning  # noqa: F401,E402  (first: sets TensorFlow's log level)
 
 import io
 import json
@@ -24,6 +24,7 @@ import textwrap
 from absl.testing import parameterized
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from active_learning import checkpoints
@@ -693,4 +694,4 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
 
 
 if __name__ == "__main__":
-    tf.test.main()
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

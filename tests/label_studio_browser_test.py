@@ -25,7 +25,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import active_learning  # noqa: F401,E402  (first: quiets TensorFlow's start-up)
+import active_learning  # noqa: F401,E402  (first: sets TensorFlow's log level)
 
 import shutil
 import signal
@@ -264,3 +264,7 @@ def test_three_rounds_in_a_browser_with_a_restart(setup, tmp_path):
     print(f"\nseconds from the last Submit of a round to the next batch: "
           f"{', '.join(f'{t:.1f}' for t in round_times)}; the bridge's share:")
     print("\n".join(line for line in output.splitlines() if "to read the answers" in line))
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

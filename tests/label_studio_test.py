@@ -18,8 +18,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import active_learning  # noqa: F401,E402  (first: quiets TensorFlow's start-up)
+import active_learning  # noqa: F401,E402  (first: sets TensorFlow's log level)
 
+import sys
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -381,3 +382,7 @@ def test_answers_are_read_in_submission_order():
     assert [(a, i) for a, i, _ in found] == [(3, 1), (7, 0)]
     assert found[0][2] is bridge_lib.SKIPPED and found[1][2] == "b"
     assert bridge_lib.answers_in_order(tasks, "textarea")[1][2] == "new class"
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

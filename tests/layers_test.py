@@ -5,9 +5,12 @@ layer-norm reparameterisations, masking, and the six cosine features checked
 against a numpy computation.
 """
 
+import sys
+
 from absl.testing import parameterized
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from active_learning import layers as al_layers
@@ -436,4 +439,4 @@ class ModuleTest(tf.test.TestCase, parameterized.TestCase):
 
 
 if __name__ == "__main__":
-    tf.test.main()
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -1,12 +1,14 @@
 """A refused run leaves the model directory it was pointed at byte for byte intact."""
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import active_learning  # noqa: F401,E402
 from absl import flags  # noqa: E402
 from absl.testing import flagsaver  # noqa: E402
+import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from active_learning import checkpoints  # noqa: E402
@@ -130,4 +132,4 @@ class FlagValueTest(tf.test.TestCase):
 
 
 if __name__ == "__main__":
-    tf.test.main()
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

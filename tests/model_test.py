@@ -7,11 +7,13 @@ labels) and regression (item ids, float ratings).
 import dataclasses
 import json
 import os
+import sys
 import tempfile
 
 from absl.testing import parameterized
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from active_learning import checkpoints
@@ -355,4 +357,4 @@ class ModelConfigTest(tf.test.TestCase, parameterized.TestCase):
 
 
 if __name__ == "__main__":
-    tf.test.main()
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -16,6 +16,7 @@ from unittest import mock
 from absl.testing import parameterized
 import numpy as np
 import pandas as pd
+import pytest
 import tensorflow as tf
 
 from active_learning.data import latent_factors
@@ -669,3 +670,7 @@ def test_latest_small_counts(shared_data):
     assert 0 < data.kept_users <= 336
     batch = movielens.EpisodeSampler(data.train, seed=0).sample(8)
     assert batch["support"].shape == (8, 50)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

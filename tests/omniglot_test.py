@@ -11,6 +11,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import tempfile
 import zipfile
 from unittest import mock
@@ -690,3 +691,7 @@ def test_shipped_small_sets(shipped_data, tmp_path):
     assert split.name == "alphabets"
     assert (len(split.train) + len(split.validation) + len(split.test)
             == 242)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -8,6 +8,7 @@ RGB input (and names the problem when given grey images).
 
 import json
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -271,3 +272,7 @@ def test_served_feature_model_names_the_wrong_width(tmp_path):
     assert out["embeddings"].shape == (1, 4, 8)
     with pytest.raises(tf.errors.InvalidArgumentError, match="feature vectors of width 6"):
         module.begin(tf.zeros([1, 4, 5]))
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

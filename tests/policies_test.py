@@ -8,10 +8,12 @@ chooses an item twice. Everything runs eagerly on tiny models.
 
 import dataclasses
 import functools
+import sys
 
 from absl.testing import parameterized
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from active_learning import policies
@@ -302,4 +304,4 @@ class HeuristicTest(tf.test.TestCase, parameterized.TestCase):
 
 
 if __name__ == "__main__":
-    tf.test.main()
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -16,6 +16,7 @@ import active_learning  # noqa: F401,E402
 
 import json  # noqa: E402
 import shutil  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
@@ -302,3 +303,7 @@ def test_ratings_file_is_read_or_named(rows, header):
         assert np.all(np.isfinite(frame["rating"].to_numpy(np.float64)))
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

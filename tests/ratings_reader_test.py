@@ -5,12 +5,14 @@ Each test writes its own small table (ratings_fakes) in a temporary folder.
 
 import os
 import pathlib
+import sys
 import tempfile
 import unittest
 from unittest import mock
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from active_learning.data import grouplens, ratings_prep, ratings_reader
 from tests import ratings_fakes
@@ -243,4 +245,4 @@ class MovieLensSourcesTest(_Folder):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

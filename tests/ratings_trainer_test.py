@@ -16,6 +16,7 @@ import tempfile
 import unittest
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from active_learning import checkpoints, evaluation
@@ -203,4 +204,4 @@ class OwnRatingsErrorsTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

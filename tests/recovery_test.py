@@ -13,8 +13,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from absl.testing import absltest  # noqa: E402
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from trainers import recovery  # noqa: E402
@@ -248,4 +248,4 @@ class KillLoopTest(tf.test.TestCase):
 
 
 if __name__ == "__main__":
-    absltest.main()
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -5,10 +5,12 @@ Rollouts run eagerly on tiny models; one test traces `unroll` under
 """
 
 import functools
+import sys
 
 from absl.testing import parameterized
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from active_learning import policies
@@ -204,4 +206,4 @@ class MetricTest(tf.test.TestCase):
 
 
 if __name__ == "__main__":
-    tf.test.main()
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -10,17 +10,19 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import active_learning  # noqa: F401,E402  (first: quiets TensorFlow's start-up)
+import active_learning  # noqa: F401,E402  (first: sets TensorFlow's log level)
 
 import http.server
 import json
 import shutil
+import sys
 import tempfile
 import threading
 
 from absl.testing import parameterized
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from active_learning.config import ModelConfig
@@ -422,4 +424,4 @@ class ActiveSessionTest(tf.test.TestCase, parameterized.TestCase):
 
 
 if __name__ == "__main__":
-    tf.test.main()
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -4,6 +4,7 @@ import copy
 import dataclasses
 import glob
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -242,3 +243,7 @@ def test_omniglot_rotation_is_on_by_default(tmp_path):
     assert FLAGS["rotate"].default is None
     assert kwargs["run_config"]["rotate"] is True
     assert kwargs["train_sampler"].rotate
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

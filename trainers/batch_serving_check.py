@@ -21,7 +21,7 @@ as `python -m trainers.evaluate --split=test`.
 from absl import app, flags, logging
 import numpy as np
 
-import active_learning  # noqa: F401  (quiet TensorFlow start-up)
+import active_learning  # noqa: F401  (sets TensorFlow's log level before it loads)
 
 FLAGS = flags.FLAGS
 

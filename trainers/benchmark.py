@@ -43,7 +43,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-import active_learning  # noqa: F401  (quiets TensorFlow's start-up banner)
+import active_learning  # noqa: F401  (sets TensorFlow's log level before it loads)
 import keras
 import tensorflow as tf
 

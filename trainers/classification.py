@@ -23,7 +23,7 @@ from absl import app, flags, logging
 import keras
 import numpy as np
 
-import active_learning  # noqa: F401  (quiet TensorFlow start-up)
+import active_learning  # noqa: F401  (sets TensorFlow's log level before it loads)
 from active_learning.config import OMNIGLOT_LABELLED_MASS_TEMPERATURES, ModelConfig
 from active_learning.data import readers
 from active_learning.data import splits

@@ -15,7 +15,7 @@ import time
 
 from absl import app, flags
 
-import active_learning  # noqa: F401  (quiet TensorFlow start-up)
+import active_learning  # noqa: F401  (sets TensorFlow's log level before it loads)
 from active_learning.data import omniglot
 from active_learning.data import readers
 from active_learning.data import splits

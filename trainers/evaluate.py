@@ -36,7 +36,7 @@ import time
 
 from absl import app, flags, logging
 
-import active_learning  # noqa: F401  (quiet TensorFlow start-up)
+import active_learning  # noqa: F401  (sets TensorFlow's log level before it loads)
 from active_learning import evaluation
 from active_learning.data import latent_factors
 

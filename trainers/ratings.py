@@ -18,7 +18,7 @@ import os
 from absl import app, flags, logging
 import keras
 
-import active_learning  # noqa: F401  (quiet TensorFlow start-up)
+import active_learning  # noqa: F401  (sets TensorFlow's log level before it loads)
 from active_learning import checkpoints
 from active_learning.config import ModelConfig
 from active_learning.data import latent_factors, ratings_episodes, ratings_prep, ratings_reader
