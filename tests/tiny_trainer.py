@@ -27,15 +27,17 @@ def main(argv):
     common.quiet_logs()
     # The same weights and episodes on every start, as a rerun of a trainer
     # gets from its flags; a resumed run then replaces them from the checkpoint.
+    strategy = common.make_strategy(FLAGS.strategy)
     keras.utils.set_random_seed(1)
     tf.config.experimental.enable_op_determinism()
+    with strategy.scope():
+        model = fakes.tiny_model()
     setup = common.TaskSetup(
-        name="omniglot", model=fakes.tiny_model(), train_sampler=fakes.tiny_sampler(seed=3),
+        name="omniglot", model=model, train_sampler=fakes.tiny_sampler(seed=3),
         make_eval_sampler=lambda: fakes.tiny_sampler(seed=99),
         eval_policies=["greedy", "random"], num_steps=2, higher_is_better=True,
         metric_name="accuracy", run_config={"dataset": "tiny", "budget": 2})
-    common.run_training(setup, common.train_config_from_flags(setup.num_steps),
-                        tf.distribute.get_strategy())
+    common.run_training(setup, common.train_config_from_flags(setup.num_steps), strategy)
 
 
 if __name__ == "__main__":

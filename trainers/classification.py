@@ -239,8 +239,9 @@ def build_setup():
 def main(argv):
     del argv
     common.quiet_logs()
-    config, kwargs = build_setup()
+    # First: multi-worker collectives must be set up before any TF op runs.
     strategy = common.make_strategy(FLAGS.strategy)
+    config, kwargs = build_setup()
     keras.utils.set_random_seed(FLAGS.seed)  # weight initialisation
     with strategy.scope():
         model = ActiveMatchingNetwork(config)

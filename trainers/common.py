@@ -24,6 +24,7 @@ from active_learning import evaluation
 from active_learning.policies import make_policy
 from active_learning.training import TrainConfig, Trainer
 from trainers import model_dir as model_dirs
+from trainers import multi_worker
 from trainers import recovery
 
 FLAGS = flags.FLAGS
@@ -121,7 +122,10 @@ def make_strategy(name):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        try:
+            return multi_worker.make_strategy()
+        except multi_worker.TFConfigError as e:
+            raise SystemExit(f"--strategy=multi_worker: {e}") from None
     return tf.distribute.get_strategy()
 
 
@@ -257,7 +261,8 @@ def run_training(setup: TaskSetup, train_config: TrainConfig, strategy):
     except model_dirs.ModelDirMismatch as e:
         raise SystemExit(str(e)) from e
     tf.io.gfile.makedirs(model_dir)
-    if setup.write_files:
+    worker = multi_worker.Worker(strategy, model_dir)  # only the chief writes model_dir
+    if setup.write_files and worker.is_chief:
         setup.write_files(model_dir)
     if train_config.query_batch != setup.query_batch:
         # Validation (and so the best checkpoint) asks in the rounds training uses.
@@ -265,22 +270,21 @@ def run_training(setup: TaskSetup, train_config: TrainConfig, strategy):
     if setup.query_batch > 1 and "top_k" not in setup.eval_policies:
         setup = dataclasses.replace(setup, eval_policies=list(setup.eval_policies) + ["top_k"])
     trainer = Trainer(model, train_config, strategy=strategy, item_scores=setup.item_scores)
-    checkpoints.save_model_config(model_dir, model.config)
-    _write_run_config(model_dir, setup, train_config)
-
-    recovery.clean_temporary_files(model_dir)
+    if worker.is_chief:
+        checkpoints.save_model_config(model_dir, model.config)
+        _write_run_config(model_dir, setup, train_config)
+        recovery.clean_temporary_files(model_dir)
     state = tf.train.Checkpoint(model=model, optimizer=trainer.optimizer, step=trainer.step,
                                 trainer_rng=trainer.rng, sampler_rng=setup.train_sampler.rng)
     checkpoint_dir = os.path.join(model_dir, checkpoints.CHECKPOINTS)
     best_dir = os.path.join(model_dir, checkpoints.BEST)
-    restored = recovery.restore_newest(state, checkpoint_dir)
-    recovery.rebuild_index(best_dir)
-    manager = tf.train.CheckpointManager(state, checkpoint_dir,
-                                         max_to_keep=FLAGS.keep_checkpoints)
-    best_manager = tf.train.CheckpointManager(
-        tf.train.Checkpoint(model=model, step=trainer.step), best_dir, max_to_keep=1)
+    restored = worker.restore(state, checkpoint_dir, best_dir, trainer.step)
+    manager = worker.checkpoint_manager(state, checkpoint_dir, FLAGS.keep_checkpoints)
+    best_manager = worker.checkpoint_manager(
+        tf.train.Checkpoint(model=model, step=trainer.step), best_dir, 1)
     best_path = os.path.join(model_dir, "best.json")
-    best = checkpoints.read_json(best_path) if os.path.exists(best_path) else None
+    best = (checkpoints.read_json(best_path)
+            if worker.is_chief and os.path.exists(best_path) else None)
     if best is not None and not best_manager.latest_checkpoint:
         logging.warning("%s names step %s but %s holds no checkpoint; the best is chosen "
                         "anew", best_path, best.get("step"), best_dir)
@@ -306,16 +310,16 @@ def run_training(setup: TaskSetup, train_config: TrainConfig, strategy):
     if not restored and setup.on_new_run is not None:
         setup.on_new_run(model)
 
-    writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
-    eval_writer = tf.summary.create_file_writer(os.path.join(model_dir, "validation"))
+    writer = worker.summary_writer(os.path.join(model_dir, "train"))
+    eval_writer = worker.summary_writer(os.path.join(model_dir, "validation"))
     start_step = int(trainer.step.numpy())
     # A run that died after saving an evaluation step's checkpoint but before
     # recording that evaluation evaluates it now, as the uninterrupted run did.
     evaluated = best.get("evaluated_step", best["step"]) if best else 0
-    if _is_eval_step(start_step, total) and evaluated < start_step:
+    if worker.from_chief(_is_eval_step(start_step, total) and evaluated < start_step):
         logging.info("step %d was saved but not evaluated; evaluating it now", start_step)
         best = _evaluate_and_keep_best(setup, model, start_step, eval_writer, best_manager,
-                                       best, best_path, train_config.policy)
+                                       best, best_path, train_config.policy, worker)
 
     stop = {"signal": None}
 
@@ -358,12 +362,12 @@ def run_training(setup: TaskSetup, train_config: TrainConfig, strategy):
                 last_saved = manager.save(checkpoint_number=step)
             if _is_eval_step(step, total):
                 best = _evaluate_and_keep_best(setup, model, step, eval_writer, best_manager,
-                                               best, best_path, train_config.policy)
-            if stop["signal"] is not None:
+                                               best, best_path, train_config.policy, worker)
+            if worker.any(stop["signal"] is not None):
                 raise _StopRequested()
     except _StopRequested:
         path = manager.save(checkpoint_number=int(trainer.step.numpy()))
-        signum = stop["signal"]
+        signum = stop["signal"] or signal.SIGTERM  # another worker's signal
         message = (f"stopped by signal {signal.Signals(signum).name} at step "
                    f"{int(trainer.step.numpy())}/{total}; saved {path}. Rerun the same "
                    "command to resume.")
@@ -373,11 +377,19 @@ def run_training(setup: TaskSetup, train_config: TrainConfig, strategy):
         for s, handler in previous.items():
             signal.signal(s, handler)
 
+    if not worker.is_chief:
+        worker.cleanup()
+        return None
     return write_final_metrics(setup, model_dir, model)
 
 
 def _evaluate_and_keep_best(setup, model, step, writer, best_manager, best, best_path,
-                            train_policy):
+                            train_policy, worker):
+    """Validation on the chief; every worker joins the best-checkpoint save."""
+    if not worker.is_chief:
+        if worker.from_chief(False):
+            best_manager.save(checkpoint_number=step)
+        return best
     # A model trained with a fixed heuristic is judged by that heuristic: its
     # selector never learns, so the greedy policy would pick the best weights
     # by an untrained selector's choices.
@@ -395,7 +407,7 @@ def _evaluate_and_keep_best(setup, model, step, writer, best_manager, best, best
     logging.info("validation step %d: %s after %d labels = %.4f, distinct labels %.2f%s",
                  step, setup.metric_name, setup.num_steps, value,
                  result["distinct_labels"][-1], " (best so far)" if improved else "")
-    if improved:
+    if worker.from_chief(improved):
         best_manager.save(checkpoint_number=step)
         best = {"step": step, "value": value, "metric": setup.metric_name, "policy": policy}
     # `evaluated_step` tells a resumed run which evaluations already happened

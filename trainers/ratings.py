@@ -128,12 +128,13 @@ def build_setup():
 def main(argv):
     del argv
     common.quiet_logs()
+    # First: multi-worker collectives must be set up before any TF op runs.
+    strategy = common.make_strategy(FLAGS.strategy)
     try:
         config, factors, kwargs = build_setup()
     except (ValueError, FileNotFoundError) as e:
         # Data errors name the file, line and fix: show them without a traceback.
         raise SystemExit(f"error: {e}") from e
-    strategy = common.make_strategy(FLAGS.strategy)
     keras.utils.set_random_seed(FLAGS.seed)  # weight initialisation
     with strategy.scope():
         model = ActiveMatchingNetwork(config, item_embeddings=factors.movie_embeddings,
