@@ -1,5 +1,7 @@
 """The class sampler's within-group episodes (Lake et al.'s one-shot protocol)."""
 
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -110,3 +112,7 @@ def test_without_groups_the_draws_are_unchanged():
     plain, named = (s.sample(6) for s in samplers)
     for key in plain:
         np.testing.assert_array_equal(plain[key].numpy(), named[key].numpy())
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -189,17 +189,21 @@ def test_figure4_baselines_slice_reproduces_bit_for_bit(tmp_path):
     assert file_digests(record) == FIGURE4_DIGESTS
 
 
+def _print_constants():
+    """Prints the constants above from this code (run with --print)."""
+    import pprint  # pylint: disable=g-import-not-at-top
+    import tempfile  # pylint: disable=g-import-not-at-top
+    sys.path.insert(0, str(REPO))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, run, numbers in (
+                ("TABLE1", table1_slice, table1_numbers),
+                ("FIGURE4", figure4_baselines_slice, figure4_numbers)):
+            record = run(os.path.join(tmp, name))
+            print(f"{name}_NUMBERS = {pprint.pformat(numbers(record), width=90)}")
+            print(f"{name}_DIGESTS = {pprint.pformat(file_digests(record), width=90)}")
+
+
 if __name__ == "__main__":
     if "--print" in sys.argv:
-        import pprint  # pylint: disable=g-import-not-at-top
-        import tempfile  # pylint: disable=g-import-not-at-top
-        sys.path.insert(0, str(REPO))
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, run, numbers in (
-                    ("TABLE1", table1_slice, table1_numbers),
-                    ("FIGURE4", figure4_baselines_slice, figure4_numbers)):
-                record = run(os.path.join(tmp, name))
-                print(f"{name}_NUMBERS = {pprint.pformat(numbers(record), width=90)}")
-                print(f"{name}_DIGESTS = {pprint.pformat(file_digests(record), width=90)}")
-    else:
-        raise SystemExit(pytest.main([os.path.abspath(__file__), "-q"]))
+        sys.exit(_print_constants())
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

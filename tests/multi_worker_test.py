@@ -28,6 +28,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl.testing import absltest  # noqa: E402
+import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from trainers import multi_worker  # noqa: E402
@@ -233,4 +234,4 @@ class TwoWorkersTest(tf.test.TestCase):
 
 
 if __name__ == "__main__":
-    tf.test.main()
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

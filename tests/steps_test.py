@@ -16,10 +16,12 @@ import active_learning  # noqa: F401,E402  (first: quiets TensorFlow's start-up)
 
 import ast  # noqa: E402
 import glob  # noqa: E402
+import sys  # noqa: E402
 
 from absl.testing import parameterized  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from active_learning import steps  # noqa: E402
@@ -175,3 +177,7 @@ def test_the_import_check_sees_imports_inside_functions(tmp_path):
     path = tmp_path / "m.py"
     path.write_text("def f():\n    from export.client import RestClient\n")
     assert list(imported_modules(str(path))) == ["export.client"]
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
