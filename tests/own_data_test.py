@@ -195,7 +195,7 @@ def test_rgb_folder_trains_exports_and_serves(tmp_path):
     from export import saved_model as export_lib  # pylint: disable=g-import-not-at-top
     root = own_data.write_image_folder(str(tmp_path / "rgb"), num_classes=40, per_class=8,
                                        size=32, channels=3)
-    model_dir = _train(tmp_path, f"folder:{root}", steps=30)
+    model_dir = _train(tmp_path, f"folder:{root}", steps=10)
     metrics = json.load(open(os.path.join(model_dir, checkpoints.METRICS)))
     config = checkpoints.load_model_config(model_dir)
     assert (config.image_size, config.image_channels, config.ink_images) == (32, 3, False)
