@@ -36,7 +36,7 @@ import math
 import os
 import platform
 import time
-from typing import Dict, Optional
+from typing import Optional
 
 from absl import logging
 import numpy as np
@@ -46,6 +46,7 @@ from active_learning import baselines
 from active_learning import checkpoints
 from active_learning import policies
 from active_learning import rollout
+from active_learning import run_config as run_configs
 from active_learning.data import paths as data_paths
 from active_learning.config import ModelConfig
 from active_learning.model import ActiveMatchingNetwork
@@ -169,16 +170,8 @@ FIGURE4_HEURISTICS = (
     ("Entropy Sampling", "entropy"),
 )
 
-# Episode streams per split: fixed offsets so that `--seed` alone decides the
-# episodes, and test and validation streams never coincide.
-_SPLIT_SEED_OFFSET = {"test": 2_000_029, "validation": 3_000_017}
-
-
-def episode_seed(seed, split):
-    """Seed of the episode sampler for `split` (the same for every policy)."""
-    if split not in _SPLIT_SEED_OFFSET:
-        raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
-    return int(seed) + _SPLIT_SEED_OFFSET[split]
+# Seed of the episode sampler for a split (the same for every policy).
+episode_seed = run_configs.episode_seed
 
 
 # ---------------------------------------------------------------------------
@@ -234,7 +227,7 @@ class LoadedModel:
     model: ActiveMatchingNetwork
     source: str
     path: str
-    run_config: Dict
+    run_config: Optional[run_configs.RunConfig]
     kind: str = "model_dir"
     vocabulary: Optional[np.ndarray] = None
     missing: tuple = ()
@@ -245,19 +238,16 @@ class LoadedModel:
 
     @property
     def dataset(self):
-        return self.run_config.get("dataset") or (
-            "omniglot" if self.task == "classification" else "movielens")
+        if self.run_config is not None:
+            return self.run_config.dataset
+        return "omniglot" if self.task == "classification" else "movielens"
 
     def trained_ways(self):
         """The N (list) the model was trained on, from its run config."""
-        ways = self.run_config.get("ways")
-        if ways is None:
-            return []
-        return [int(w) for w in (ways if isinstance(ways, list) else [ways])]
+        return list(getattr(self.run_config and self.run_config.episodes, "ways", ()))
 
     def trained_policy(self):
-        return (self.run_config.get("train_config") or {}).get("policy") or (
-            self.run_config.get("flags") or {}).get("policy")
+        return self.run_config and self.run_config.train_config.policy
 
     def short_name(self):
         ways = self.trained_ways()
@@ -292,7 +282,8 @@ def _load_saved_model(path):
     loaded = tf.saved_model.load(path)
     meta = loaded.signatures["metadata"](dummy=tf.constant(0, tf.int32))
     config = ModelConfig.from_json(meta["model_config"].numpy().decode("utf-8"))
-    run_config = json.loads(meta["training_config"].numpy().decode("utf-8") or "{}")
+    run_config = run_configs.from_record(
+        json.loads(meta["training_config"].numpy().decode("utf-8") or "{}"), path, config)
     model = ActiveMatchingNetwork(config)
     saved = {v.name: v for v in getattr(loaded, "model_variables", [])}
     missing = []
@@ -317,9 +308,7 @@ def load_evaluation_model(path, which="best"):
     if is_saved_model(path):
         return _load_saved_model(path)
     model, checkpoint = checkpoints.load_model(path, which)
-    run_config_path = os.path.join(path, checkpoints.RUN_CONFIG)
-    run_config = (checkpoints.read_json(run_config_path)
-                  if tf.io.gfile.exists(run_config_path) else {})
+    run_config = run_configs.load_run_config(path, model.config)
     vocabulary = None
     if model.config.task == "regression":
         vocabulary = checkpoints.load_vocabulary(path)
@@ -330,15 +319,15 @@ def resolve_data_dir(data_dir, run_config, model_path):
     """`data_dir`, else the run's recorded one (relative paths tried from here, from
     the model directory's parent, and the repository's shipped copy of Omniglot).
 
-    Runs on a user's own data (`run_config["data"]`, trainers.classification)
+    Runs on a user's own data (`run_config.data.source`, trainers.classification)
     record the data spec itself: for them this returns `data_dir` (None keeps
     the recorded spec; a path replaces the spec's path).
     """
     if data_dir:
         return data_dir
-    if run_config.get("dataset") == "classification":
+    if run_config is not None and run_config.dataset == "classification":
         return None
-    recorded = run_config.get("data_dir")
+    recorded = run_config.data_dir if run_config is not None else None
     if not recorded:
         raise ValueError(f"{model_path} records no data_dir; pass --data_dir")
     # A ratings table is recorded as kind:PATH (csv:, tsv:, parquet:); the
@@ -400,21 +389,17 @@ def class_episodes(run_config, data_dir=None, cache_dir=None):
     from active_learning.data import omniglot  # pylint: disable=g-import-not-at-top
     from active_learning.data import readers  # pylint: disable=g-import-not-at-top
     from active_learning.data import splits  # pylint: disable=g-import-not-at-top
-    spec = run_config.get("data") if run_config.get("dataset") == "classification" else None
-    if spec:
+    if run_config.dataset == "classification":
+        spec = run_config.data.source
         if data_dir:
             spec = f"{readers.parse_spec(spec)[0]}:{data_dir}"
-        options = run_config.get("data_options") or {}
-        data = readers.load_class_data(
-            spec, image_size=options.get("image_size"),
-            image_channels=options.get("image_channels"), invert=options.get("invert", False),
-            label_col=options.get("label_col", "label"), group_col=options.get("group_col"),
-            cache_dir=cache_dir)
+        data = readers.load_class_data(spec, cache_dir=cache_dir,
+                                       **run_config.data.reader_kwargs())
         data_dir = spec
     else:
         data = class_data.from_omniglot(omniglot.load_omniglot(data_dir, cache_dir=cache_dir))
-    recorded = run_config.get("split") or {}
-    name = recorded.get("split", "auto")
+    recorded = run_config.recorded.get("split") or {}
+    name = recorded.get("split", run_config.data.split if run_config.data else "auto")
     kwargs = {}
     if name == "alphabets":
         kwargs = dict(test_alphabets=recorded.get("test_alphabets"),
@@ -423,15 +408,14 @@ def class_episodes(run_config, data_dir=None, cache_dir=None):
         kwargs = dict(validation_alphabets=recorded.get("validation_alphabets"))
     elif name == "vinyals" and "validation_characters" in recorded:
         kwargs = dict(validation_characters=recorded["validation_characters"])
-    seed = (run_config.get("flags") or {}).get("seed", 0)
-    classes = splits.split_classes(data, split=name, seed=seed, **kwargs)
+    classes = splits.split_classes(data, split=name, seed=run_config.seed, **kwargs)
     described = classes.describe()
     for key in ("train_characters", "validation_characters", "test_characters"):
         if key in recorded and recorded[key] != described[key]:
             raise ValueError(
                 f"the class split rebuilt from {data_dir} ({described}) differs from the one "
                 f"the model was trained with ({recorded}): pass the run's --data_dir")
-    return ClassEpisodes(data, classes, int(run_config.get("items_per_class", 5)))
+    return ClassEpisodes(data, classes, run_config.episodes.items_per_class)
 
 
 @dataclasses.dataclass
@@ -453,38 +437,25 @@ class MovieLensEpisodes:
         return make
 
 
-def _run_value(run_config, key, default):
-    for source in (run_config, run_config.get("flags") or {}):
-        if source.get(key) is not None:
-            return source[key]
-    return default
-
-
 def movielens_episodes(run_config, data_dir, vocabulary=None, latent_factors_path=None):
     """Re-prepares the run's users (same source, columns, filters, user split).
 
-    Works for every ratings run: `run_config["reader"]` and `["prep"]` (what
-    `trainers.ratings` records) give the columns, scale and filters; older
-    MovieLens runs without them get the MovieLens defaults. The item
+    Works for every ratings run: `run_config.data` (a `RatingsData`) gives the
+    columns, scale and filters (`run_configs.load_run_config` fills them
+    for runs that predate it). The item
     vocabulary must equal the model's (`vocabulary.npz`): that is the check
     that the data and the filtering are the ones it was trained on.
     """
     from active_learning.data import latent_factors  # pylint: disable=g-import-not-at-top
     from active_learning.data import ratings_prep  # pylint: disable=g-import-not-at-top
     from active_learning.data import ratings_reader  # pylint: disable=g-import-not-at-top
-    reader = dict(run_config.get("reader") or {})
-    reader.pop("source", None)
-    kind = reader.pop("kind", None)
+    options = run_config.data
+    kind = options.kind
     if kind in ratings_reader.TABLE_KINDS and ratings_reader.parse_source(data_dir)[0] != kind:
         data_dir = f"{kind}:{data_dir}"  # --data_dir=PATH for a run trained on kind:PATH
-    ratings = ratings_reader.load_ratings(data_dir, **reader)
-    seed = _run_value(run_config, "seed", (run_config.get("train_config") or {}).get("seed", 0))
-    prep = dict(run_config.get("prep") or {})
-    prep.setdefault("seed", seed)
-    for key, default in (("num_movies", 4000), ("num_users", 6000), ("support_size", 50),
-                         ("query_size", 10)):
-        prep.setdefault(key, _run_value(run_config, key, default))
-    data = ratings_prep.prepare(ratings, **prep)
+    ratings = ratings_reader.load_ratings(data_dir, **options.reader_kwargs())
+    data = ratings_prep.prepare(ratings, **options.prep_kwargs(run_config.episodes,
+                                                                run_config.seed))
     if vocabulary is not None and not np.array_equal(np.asarray(vocabulary), data.movie_ids):
         raise ValueError(
             f"the items kept from {data_dir} ({data.num_movies}) are not the model's "
@@ -593,7 +564,9 @@ def run_table1(model, episodes, ways, shots, num_episodes=1000, batch_size=50, s
             paper_ci=paper.get(row["policy"], (None, None))[1])
         out_rows.append(record)
     return {"figure": "table1", "task": "omniglot" if omniglot else "classification",
-            "data": "Omniglot" if omniglot else (model.run_config.get("data") or "data"),
+            "data": "Omniglot" if omniglot else (model.run_config.data.source
+                                                 if model.run_config and model.run_config.data
+                                                 else "data"),
             "split": split, "ways": ways,
             "shots": shots, "labels": labels, "episodes": num_episodes, "seed": seed,
             "batch_size": batch_size, "model": model.source, "rows": out_rows,
@@ -679,7 +652,8 @@ def run_batch_table(model, make_sampler, num_steps, query_batch, num_episodes=10
             "ways": ways, "labels": num_steps, "query_batch": query_batch,
             "rounds": num_steps // query_batch, "episodes": num_episodes, "seed": seed,
             "batch_size": batch_size, "model": model.source, "rows": out_rows,
-            "trained_query_batch": int(model.run_config.get("query_batch") or 1),
+            "trained_query_batch": (model.run_config.train_config.query_batch
+                                    if model.run_config else 1),
             "seconds": round(time.perf_counter() - start, 1)}
 
 
