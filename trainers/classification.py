@@ -254,12 +254,18 @@ def _list(values):
     return None if values is None else list(values)
 
 
-def main(argv):
-    del argv
-    common.quiet_logs()
+def setup_from_flags():
+    """`main()`'s reading of the flags: the RunConfig, model config and setup."""
     run = run_config_from_flags()
     config, kwargs = build_setup(run, model_options_from_flags(), cache_dir=FLAGS.cache_dir,
                                  download=FLAGS.download)
+    return run, config, kwargs
+
+
+def main(argv):
+    del argv
+    common.quiet_logs()
+    run, config, kwargs = setup_from_flags()
     strategy = common.make_strategy(FLAGS.strategy)
     keras.utils.set_random_seed(run.seed)  # weight initialisation
     with strategy.scope():

@@ -134,13 +134,18 @@ def build_setup(run, model_options, download=False):
     return config, factors, setup
 
 
+def setup_from_flags():
+    """`main()`'s reading of the flags: the RunConfig, model config, latent
+    factors and setup."""
+    run = run_config_from_flags()
+    return (run,) + build_setup(run, model_options_from_flags(), download=FLAGS.download)
+
+
 def main(argv):
     del argv
     common.quiet_logs()
-    run = run_config_from_flags()
     try:
-        config, factors, kwargs = build_setup(run, model_options_from_flags(),
-                                              download=FLAGS.download)
+        run, config, factors, kwargs = setup_from_flags()
     except (ValueError, FileNotFoundError) as e:
         # Data errors name the file, line and fix: show them without a traceback.
         raise SystemExit(f"error: {e}") from e
