@@ -18,6 +18,7 @@ import active_learning  # noqa: F401  (sets TensorFlow's log level before it loa
 import tensorflow as tf
 
 from active_learning import checkpoints
+from active_learning import run_config as run_configs
 from active_learning.session import resolve_saved_model
 from export.serving import ServingModule
 
@@ -176,11 +177,11 @@ def export_model_dir(model_dir, export_dir, version=None, which="best"):
     vocabulary = None
     if model.config.task == "regression":
         vocabulary = checkpoints.load_vocabulary(model_dir)
-    run_config_path = os.path.join(model_dir, checkpoints.RUN_CONFIG)
-    run_config = (checkpoints.read_json(run_config_path)
-                  if tf.io.gfile.exists(run_config_path) else None)
+    # The complete run config (an older directory's record filled in, see
+    # run_config.load_run_config): what `metadata` reports and evaluation reads.
+    run_config = run_configs.load_run_config(model_dir, model.config)
     return export_saved_model(model, export_dir, version=version, vocabulary=vocabulary,
-                              run_config=run_config, checkpoint=path)
+                              run_config=run_config and run_config.to_dict(), checkpoint=path)
 
 
 def run_command(model_dir, export_dir, version=None, which="best", stdout=None,

@@ -230,7 +230,7 @@ class CommandLineTest(tf.test.TestCase):
         exported = evaluation.load_evaluation_model(base)
         trained = evaluation.load_evaluation_model(self.model_dir)
         self.assertEqual(exported.kind, "saved_model")
-        self.assertEqual(exported.run_config["eval_ways"], 3)
+        self.assertEqual(exported.run_config.episodes.eval_ways, 3)
         for a, b in zip(exported.model.variables, trained.model.variables):
             if a.path not in exported.missing:
                 self.assertAllEqual(a.numpy(), b.numpy())

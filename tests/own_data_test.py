@@ -200,8 +200,8 @@ def test_rgb_folder_trains_exports_and_serves(tmp_path):
     config = checkpoints.load_model_config(model_dir)
     assert (config.image_size, config.image_channels, config.ink_images) == (32, 3, False)
     run = json.load(open(os.path.join(model_dir, checkpoints.RUN_CONFIG)))
-    assert run["dataset"] == "classification" and run["rotate"] is False
-    assert run["data_summary"]["classes"] == 40
+    assert run["dataset"] == "classification" and run["data"]["rotate"] is False
+    assert run["recorded"]["data_summary"]["classes"] == 40
     assert "greedy" in json.dumps(metrics)
 
     export_dir = str(tmp_path / "export")

@@ -7,6 +7,7 @@ observe and predict with string ids; evaluation rebuilds the same users and
 items from run_config.json alone. About 60 s on two cores.
 """
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -20,6 +21,7 @@ import pytest
 import tensorflow as tf
 
 from active_learning import checkpoints, evaluation
+from active_learning.run_config import RatingsData, load_run_config
 from export import saved_model as export_lib
 from tests import ratings_fakes
 
@@ -70,17 +72,22 @@ class OwnRatingsTest(unittest.TestCase):
         with open(os.path.join(self.model_dir, checkpoints.RUN_CONFIG)) as f:
             run = json.load(f)
         self.assertEqual(run["dataset"], "ratings")
-        self.assertEqual(run["reader"]["source"], f"csv:{self.data}")
+        self.assertEqual(run["data"]["source"], f"csv:{self.data}")
         for key, value in (("user_col", "customer"), ("item_col", "product"),
                            ("rating_col", "stars"), ("timestamp_col", "when")):
-            self.assertEqual(run["reader"][key], value)
-        self.assertEqual(run["prep"]["support_size"], SUPPORT)
-        self.assertEqual(run["prep"]["num_movies"], 60)
-        self.assertEqual(run["rating_scale"], {"rating_min": 1.0, "rating_max": 10.0,
-                                               "inferred": [True, True]})
-        self.assertEqual(run["duplicates_dropped"], DUPLICATES)
-        self.assertEqual(run["item_id_type"], "str")
-        self.assertEqual(run["latent"]["dim"], 8)
+            self.assertEqual(run["data"][key], value)
+        self.assertEqual(run["episodes"]["support_size"], SUPPORT)
+        self.assertEqual(run["data"]["num_movies"], 60)
+        self.assertEqual(run["data"]["latent_dim"], 8)
+        # Every preprocessing value is recorded, and read back as recorded.
+        self.assertEqual(set(run["data"]), {f.name for f in dataclasses.fields(RatingsData)})
+        self.assertEqual(load_run_config(self.model_dir).data,
+                         RatingsData(**run["data"]))
+        recorded = run["recorded"]
+        self.assertEqual(recorded["rating_scale"], {"rating_min": 1.0, "rating_max": 10.0,
+                                                    "inferred": [True, True]})
+        self.assertEqual(recorded["duplicates_dropped"], DUPLICATES)
+        self.assertEqual(recorded["item_id_type"], "str")
         config = checkpoints.load_model_config(self.model_dir)
         self.assertEqual((config.rating_min, config.rating_max), (1.0, 10.0))
         self.assertEqual(config.num_items, self.table["product"].nunique())

@@ -101,7 +101,7 @@ def test_lake_20way_model_runs_through_its_exported_signatures(shipped_data, tmp
     data_dir = shipped_data / "omniglot-full"
     model_dir = MODELS / "omniglot_lake_20way"
     loaded = evaluation.load_evaluation_model(str(model_dir))
-    assert loaded.run_config["split"]["split"] == "lake"
+    assert loaded.run_config.recorded["split"]["split"] == "lake"
     export_path = export_lib.export_model_dir(str(model_dir), str(tmp_path))
     episodes = evaluation.class_episodes(loaded.run_config, str(data_dir))
     sampler = episodes.make_sampler("test", 20, seed=0)()

@@ -16,6 +16,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import active_learning  # noqa: F401,E402
+from active_learning.run_config import ClassEpisodeConfig  # noqa: E402
 from tests import fakes  # noqa: E402
 from trainers import common  # noqa: E402
 
@@ -36,8 +37,10 @@ def main(argv):
         name="omniglot", model=model, train_sampler=fakes.tiny_sampler(seed=3),
         make_eval_sampler=lambda: fakes.tiny_sampler(seed=99),
         eval_policies=["greedy", "random"], num_steps=2, higher_is_better=True,
-        metric_name="accuracy", run_config={"dataset": "tiny", "budget": 2})
-    common.run_training(setup, common.train_config_from_flags(setup.num_steps), strategy)
+        metric_name="accuracy")
+    episodes = ClassEpisodeConfig(ways=[3], eval_ways=3, shots=1, items_per_class=2, budget=2)
+    common.run_training(setup, common.run_config_from_flags("omniglot", episodes, None),
+                        strategy)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from active_learning import checkpoints  # noqa: E402
+from active_learning.run_config import ClassEpisodeConfig  # noqa: E402
 from trainers import classification as classification_trainer  # noqa: E402
 from trainers import common  # noqa: E402
 from trainers import movielens as movielens_trainer  # noqa: E402
@@ -82,25 +83,25 @@ class FlagCheckTest(tf.test.TestCase):
         with flagsaver.flagsaver(data_dir="/nonexistent", model_dir=self.get_temp_dir(),
                                  ways=5, items_per_class=2, budget=11):
             with self.assertRaisesRegex(flags.ValidationError, "exceeds the pool"):
-                omniglot_trainer.build_setup()
+                omniglot_trainer.setup_from_flags()
 
     def test_ways_above_max_classes_is_rejected(self):
         with flagsaver.flagsaver(data_dir="/nonexistent", model_dir=self.get_temp_dir(),
                                  ways=25, max_classes=20):
             with self.assertRaisesRegex(flags.ValidationError, "max_classes"):
-                omniglot_trainer.build_setup()
+                omniglot_trainer.setup_from_flags()
 
     def test_missing_data_dir_names_the_problem(self):
         with flagsaver.flagsaver(data_dir=os.path.join(self.get_temp_dir(), "missing"),
                                  model_dir=self.get_temp_dir(), ways=5, shots=1):
             with self.assertRaisesRegex((FileNotFoundError, ValueError), "missing"):
-                omniglot_trainer.build_setup()
+                omniglot_trainer.setup_from_flags()
 
     def test_movielens_budget_above_support_is_rejected(self):
         with flagsaver.flagsaver(data_dir="/nonexistent", model_dir=self.get_temp_dir(),
                                  budget=60, support_size=50):
             with self.assertRaisesRegex(flags.ValidationError, "exceeds the pool"):
-                movielens_trainer.build_setup()
+                movielens_trainer.setup_from_flags()
 
 
 class _CrashingSampler:
@@ -127,6 +128,8 @@ def _setup(sampler=None):
         num_steps=2, higher_is_better=True, metric_name="accuracy")
 
 
+# tests.fakes.tiny_sampler's episodes: 3-way, 2 pool items per class.
+TINY_EPISODES = ClassEpisodeConfig(ways=[3], eval_ways=3, shots=1, items_per_class=2, budget=2)
 RUN_FLAGS = dict(train_steps=6, checkpoint_interval=2, eval_interval=3, log_interval=3,
                  eval_episodes=4, final_eval_episodes=4, batch_size=4, seed=0)
 
@@ -141,8 +144,8 @@ class ResumeTest(tf.test.TestCase):
         # XLA compiles each new model's step anew (tens of seconds here):
         # tests that are not about the compiled step run without it.
         with flagsaver.flagsaver(model_dir=model_dir, jit_compile=jit_compile, **RUN_FLAGS):
-            config = common.train_config_from_flags(setup.num_steps)
-            return common.run_training(setup, config, tf.distribute.get_strategy())
+            run = common.run_config_from_flags("omniglot", TINY_EPISODES, None)
+            return common.run_training(setup, run, tf.distribute.get_strategy())
 
     def test_crash_then_rerun_equals_an_uninterrupted_run(self):
         straight_dir = os.path.join(self.get_temp_dir(), "straight")
@@ -239,9 +242,9 @@ def test_omniglot_rotation_is_on_by_default(tmp_path):
     _ensure_parsed()
     with flagsaver.flagsaver(data_dir="data/omniglot", model_dir=str(tmp_path),
                              cache_dir=str(tmp_path / "cache")):
-        _, kwargs = omniglot_trainer.build_setup()
+        run, _, kwargs = omniglot_trainer.setup_from_flags()
     assert FLAGS["rotate"].default is None
-    assert kwargs["run_config"]["rotate"] is True
+    assert run.data.rotate is True
     assert kwargs["train_sampler"].rotate
 
 

@@ -70,6 +70,7 @@ def main(argv):
     import json  # pylint: disable=g-import-not-at-top
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from active_learning import evaluation  # pylint: disable=g-import-not-at-top
+    from active_learning import run_config as run_configs  # pylint: disable=g-import-not-at-top
     from active_learning.session import ActiveSession, resolve_saved_model  # noqa
 
     tf.get_logger().setLevel("ERROR")
@@ -77,7 +78,8 @@ def main(argv):
     loaded = tf.saved_model.load(path)
     signatures = loaded.signatures
     meta = signatures["metadata"](dummy=tf.constant(0))
-    run_config = json.loads(meta["training_config"].numpy().decode("utf-8") or "{}")
+    run_config = run_configs.from_record(
+        json.loads(meta["training_config"].numpy().decode("utf-8") or "{}"), path)
     data_dir = evaluation.resolve_data_dir(FLAGS.data_dir, run_config, path)
     episodes = evaluation.class_episodes(run_config, data_dir)
     budget = FLAGS.budget or FLAGS.ways

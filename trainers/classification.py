@@ -29,6 +29,7 @@ from active_learning.data import readers
 from active_learning.data import splits
 from active_learning.data.episodes import ClassEpisodeSampler
 from active_learning.model import ActiveMatchingNetwork
+from active_learning.run_config import ClassEpisodeConfig, ClassificationData, episode_seed
 from trainers import common
 
 FLAGS = flags.FLAGS
@@ -74,7 +75,9 @@ QUERIES_PER_CLASS = 1
 
 
 def _check_flags():
-    """Episode-shape flags, checked before any data is read."""
+    """Episode-shape flags, checked before any data is read; returns the
+    training N choices, their N list, the validation N, the budget and the
+    selector temperatures."""
     common.check_common_flags()
     problems = []
     try:
@@ -132,35 +135,59 @@ def data_spec():
     return "omniglot:" + FLAGS.data_dir
 
 
-def load_data(spec):
-    return readers.load_class_data(
-        spec, image_size=FLAGS.image_size, image_channels=FLAGS.image_channels,
-        invert=FLAGS.invert, label_col=FLAGS.label_col, group_col=FLAGS.group_col,
-        cache_dir=FLAGS.cache_dir, download=FLAGS.download)
-
-
-def build_setup():
-    choices, all_ways, eval_ways, budget, temperatures = _check_flags()
-    pool_per_class = FLAGS.items_per_class
+def run_config_from_flags():
+    """The run's `RunConfig` from the flags, checked before any data is read."""
+    common.check_common_flags()
+    _, all_ways, eval_ways, budget, _ = _check_flags()
     spec = data_spec()
     omniglot = spec.startswith("omniglot:")
+    try:
+        data = ClassificationData(
+            source=spec, image_size=FLAGS.image_size, image_channels=FLAGS.image_channels,
+            invert=FLAGS.invert, label_col=FLAGS.label_col, group_col=FLAGS.group_col,
+            rotate=FLAGS.rotate if FLAGS.rotate is not None else omniglot,
+            split=FLAGS.split, test_alphabets=FLAGS.test_alphabets,
+            validation_alphabets=FLAGS.validation_alphabets)
+        episodes = ClassEpisodeConfig(ways=all_ways, eval_ways=eval_ways, shots=FLAGS.shots,
+                                      items_per_class=FLAGS.items_per_class, budget=budget)
+    except ValueError as e:
+        raise flags.ValidationError(str(e)) from None
+    return common.run_config_from_flags("omniglot" if omniglot else "classification",
+                                        episodes, data)
+
+
+def model_options_from_flags():
+    """The ModelConfig fields the flags set (the data set the rest)."""
+    temperatures = _check_flags()[4]
+    return dict(max_classes=FLAGS.max_classes, embed_dim=FLAGS.embed_dim, units=FLAGS.units,
+                labelled_mass_temperatures=temperatures)
+
+
+def build_setup(run, model_options, cache_dir=None, download=False):
+    """The model config and the `TaskSetup` fields of `run` (a `RunConfig`).
+
+    Reads no flags: `model_options` are ModelConfig fields, `cache_dir` where
+    decoded images are cached, `download` lets TFDS fetch a missing data set.
+    """
+    episodes, options = run.episodes, run.data
+    all_ways, eval_ways = list(episodes.ways), episodes.eval_ways
+    pool_per_class, budget = episodes.items_per_class, episodes.budget
+    spec, omniglot, rotate = options.source, options.omniglot, options.rotate
     # A directory of another task or episode shape is refused before any data
     # is read; the model config is compared once the model is built.
-    name = "omniglot" if omniglot else "classification"
-    common.check_model_dir({"task": name, "dataset": name, "ways": all_ways,
-                            "eval_ways": eval_ways, "shots": FLAGS.shots,
-                            "items_per_class": pool_per_class, "budget": budget})
-    data = load_data(spec)  # Its errors name the file, folder or line.
-    if data.kind == "image" and FLAGS.image_size and data.item_shape[0] != FLAGS.image_size:
-        raise flags.ValidationError(f"--image_size {FLAGS.image_size}: Omniglot is decoded "
+    common.check_model_dir(run)
+    data = readers.load_class_data(  # Its errors name the file, folder or line.
+        spec, cache_dir=cache_dir, download=download, **options.reader_kwargs())
+    if data.kind == "image" and options.image_size and \
+            data.item_shape[0] != options.image_size:
+        raise flags.ValidationError(f"--image_size {options.image_size}: Omniglot is decoded "
                                     f"at {data.item_shape[0]}x{data.item_shape[0]}")
-    rotate = FLAGS.rotate if FLAGS.rotate is not None else omniglot
     if rotate and data.kind != "image":
         raise flags.ValidationError("--rotate needs images; this data holds feature vectors")
-    split = splits.split_classes(data, split=FLAGS.split,
-                                 test_alphabets=FLAGS.test_alphabets,
-                                 validation_alphabets=FLAGS.validation_alphabets,
-                                 seed=FLAGS.seed,
+    split = splits.split_classes(data, split=options.split,
+                                 test_alphabets=_list(options.test_alphabets),
+                                 validation_alphabets=_list(options.validation_alphabets),
+                                 seed=run.seed,
                                  # Omniglot keeps its published split sizes.
                                  min_held_out=20 if omniglot else eval_ways)
     description = split.describe()
@@ -182,33 +209,30 @@ def build_setup():
 
     try:
         # The episode shape against the data, before anything is written.
-        train_sampler = sampler(split.train, max(all_ways), FLAGS.seed, rotate)
+        train_sampler = sampler(split.train, max(all_ways),
+                                episode_seed(run.seed, "train"), rotate)
         sampler(split.validation, eval_ways, 0, False)
     except ValueError as e:
         raise flags.ValidationError(str(e)) from e
 
     def make_eval_sampler():
-        return sampler(split.validation, eval_ways, FLAGS.seed + 1_000_003, False)
+        return sampler(split.validation, eval_ways, episode_seed(run.seed, "selection"),
+                       False)
 
+    # One N: every step asks `budget` labels (setup.num_steps).
     step_arguments = None
-    if choices:
+    if episodes.mixed:
         def step_arguments(step):
             # A function of the step alone, so a resumed run draws the same N.
-            w = int(np.random.RandomState([FLAGS.seed, step]).choice(choices))
-            return {"ways": w, "num_steps": w * FLAGS.shots}
-    elif FLAGS.budget is not None:
-        def step_arguments(step):
-            del step
-            return {"num_steps": budget}
+            w = int(np.random.RandomState([run.seed, step]).choice(all_ways))
+            return {"ways": w, "num_steps": w * episodes.shots}
 
     if data.kind == "image":
         size, _, channels = data.item_shape
         inputs = dict(image_size=size, image_channels=channels, ink_images=data.ink)
     else:
         inputs = dict(encoder="mlp", feature_size=data.item_shape[0])
-    config = ModelConfig(task="classification", max_classes=FLAGS.max_classes,
-                         embed_dim=FLAGS.embed_dim, units=FLAGS.units,
-                         labelled_mass_temperatures=temperatures, **inputs)
+    config = ModelConfig(task="classification", **model_options, **inputs)
     on_new_run = None
     if data.kind == "features":
         rows = np.concatenate([np.arange(s, s + n) for s, n in zip(
@@ -218,22 +242,24 @@ def build_setup():
             # Training classes only: validation and test stay unseen.
             model.encoder.set_standardization(data.items[rows])
 
-    run_config = {"dataset": "omniglot" if omniglot else "classification",
-                  "data": spec, "data_dir": FLAGS.data_dir if omniglot else None,
-                  "data_options": {"image_size": FLAGS.image_size,
-                                   "image_channels": FLAGS.image_channels,
-                                   "invert": FLAGS.invert, "label_col": FLAGS.label_col,
-                                   "group_col": FLAGS.group_col},
-                  "data_summary": data.describe(), "split": description,
-                  "ways": all_ways, "eval_ways": eval_ways, "shots": FLAGS.shots,
-                  "items_per_class": pool_per_class, "budget": budget, "rotate": rotate,
-                  "query_batch": FLAGS.query_batch}
+    recorded = {"data_summary": data.describe(), "split": description}
     return config, dict(
-        name="omniglot" if omniglot else "classification", train_sampler=train_sampler,
-        make_eval_sampler=make_eval_sampler,
+        name=run.task, train_sampler=train_sampler, make_eval_sampler=make_eval_sampler,
         eval_policies=["greedy", "random", "min_max_cos", "oracle"], num_steps=budget,
         higher_is_better=True, metric_name="accuracy", step_arguments=step_arguments,
-        run_config=run_config, on_new_run=on_new_run)
+        recorded=recorded, on_new_run=on_new_run)
+
+
+def _list(values):
+    return None if values is None else list(values)
+
+
+def setup_from_flags():
+    """`main()`'s reading of the flags: the RunConfig, model config and setup."""
+    run = run_config_from_flags()
+    config, kwargs = build_setup(run, model_options_from_flags(), cache_dir=FLAGS.cache_dir,
+                                 download=FLAGS.download)
+    return run, config, kwargs
 
 
 def main(argv):
@@ -241,12 +267,12 @@ def main(argv):
     common.quiet_logs()
     # First: multi-worker collectives must be set up before any TF op runs.
     strategy = common.make_strategy(FLAGS.strategy)
-    config, kwargs = build_setup()
-    keras.utils.set_random_seed(FLAGS.seed)  # weight initialisation
+    run, config, kwargs = setup_from_flags()
+    keras.utils.set_random_seed(run.seed)  # weight initialisation
     with strategy.scope():
         model = ActiveMatchingNetwork(config)
     setup = common.TaskSetup(model=model, **kwargs)
-    common.run_training(setup, common.train_config_from_flags(setup.num_steps), strategy)
+    common.run_training(setup, run, strategy)
 
 
 if __name__ == "__main__":

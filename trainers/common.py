@@ -1,8 +1,10 @@
 """The training loop shared by the Omniglot and MovieLens entry points.
 
-Flags common to both tasks are defined here; `run_training(task)` takes a
-`TaskSetup` (model, samplers, evaluation policies) built by an entry point and
-runs the loop: resumable checkpoints (model, optimizer, step, sampler and seed
+Flags common to both tasks are defined here, and read only by the entry
+points' `main()` (through the `*_from_flags` helpers), which turn them into a
+`run_config.RunConfig`. `run_training(setup, run_config, strategy)` is a
+library function: it takes a `TaskSetup` (model, samplers, evaluation
+policies) built by an entry point and that config, and runs the loop: resumable checkpoints (model, optimizer, step, sampler and seed
 generators), best checkpoint by validation metric, TensorBoard summaries,
 progress lines with throughput and ETA, a NaN guard, a checkpoint on Ctrl-C or
 SIGTERM, and a final `metrics.json` with held-out curves per policy.
@@ -21,7 +23,9 @@ import tensorflow as tf
 
 from active_learning import checkpoints
 from active_learning import evaluation
+from active_learning import run_config as run_configs
 from active_learning.policies import make_policy
+from active_learning.run_config import LoopConfig, RunConfig
 from active_learning.training import TrainConfig, Trainer
 from trainers import model_dir as model_dirs
 from trainers import multi_worker
@@ -39,8 +43,8 @@ flags.DEFINE_bool("download", False, "tfds: sources: let TFDS download and prepa
                   "data set (needs internet).")
 flags.DEFINE_string("model_dir", None, "Where checkpoints, summaries and metrics go; "
                     "rerunning the same command resumes from here.")
-flags.DEFINE_integer("train_steps", 2000, "Number of training updates.")
-flags.DEFINE_integer("batch_size", 32, "Episodes per update (global, all replicas).")
+flags.DEFINE_integer("train_steps", LoopConfig.train_steps, "Number of training updates.")
+flags.DEFINE_integer("batch_size", LoopConfig.batch_size, "Episodes per update (global, all replicas).")
 flags.DEFINE_integer("budget", None, "Labels requested per episode (T). Default: "
                      "ways * shots for Omniglot, 10 for MovieLens.")
 flags.DEFINE_integer("query_batch", 1, "K: labels arrive in rounds of K. The policy picks "
@@ -79,12 +83,12 @@ flags.DEFINE_bool("jit_compile", True, "Compile the step after the item encoder 
 flags.DEFINE_string("init_from", None, "Start a new run from the best weights of this trained "
                     "model directory (same architecture; e.g. fine-tune a 5-way model on "
                     "20-way episodes). Ignored when --model_dir already holds a checkpoint.")
-flags.DEFINE_integer("log_interval", 20, "Steps between progress lines and summaries.")
-flags.DEFINE_integer("eval_interval", 200, "Steps between validation evaluations.")
-flags.DEFINE_integer("checkpoint_interval", 100, "Steps between checkpoints.")
-flags.DEFINE_integer("eval_episodes", 256, "Validation episodes per evaluation.")
-flags.DEFINE_integer("final_eval_episodes", 1000, "Episodes per policy in metrics.json.")
-flags.DEFINE_integer("keep_checkpoints", 3, "Recent checkpoints kept.")
+flags.DEFINE_integer("log_interval", LoopConfig.log_interval, "Steps between progress lines and summaries.")
+flags.DEFINE_integer("eval_interval", LoopConfig.eval_interval, "Steps between validation evaluations.")
+flags.DEFINE_integer("checkpoint_interval", LoopConfig.checkpoint_interval, "Steps between checkpoints.")
+flags.DEFINE_integer("eval_episodes", LoopConfig.eval_episodes, "Validation episodes per evaluation.")
+flags.DEFINE_integer("final_eval_episodes", LoopConfig.final_eval_episodes, "Episodes per policy in metrics.json.")
+flags.DEFINE_integer("keep_checkpoints", LoopConfig.keep_checkpoints, "Recent checkpoints kept.")
 
 
 @dataclasses.dataclass
@@ -107,7 +111,9 @@ class TaskSetup:
     metric_name: str
     item_scores: Optional[np.ndarray] = None
     step_arguments: Optional[Callable[[int], Dict]] = None
-    run_config: Dict = dataclasses.field(default_factory=dict)
+    # Facts about the data found when the run starts (data summary, class
+    # split, latent-factor fit): `recorded` in run_config.json.
+    recorded: Dict = dataclasses.field(default_factory=dict)
     # Called with the model when a run starts (fresh or --init_from), not on
     # resume: sets what comes from this run's data rather than from training
     # or from the source model (the feature encoder's standardisation).
@@ -151,6 +157,26 @@ def jit_compile_from_flags():
     return FLAGS.jit_compile
 
 
+def loop_config_from_flags():
+    return LoopConfig(
+        model_dir=FLAGS.model_dir, train_steps=FLAGS.train_steps, batch_size=FLAGS.batch_size,
+        log_interval=FLAGS.log_interval, eval_interval=FLAGS.eval_interval,
+        checkpoint_interval=FLAGS.checkpoint_interval, eval_episodes=FLAGS.eval_episodes,
+        final_eval_episodes=FLAGS.final_eval_episodes,
+        keep_checkpoints=FLAGS.keep_checkpoints, init_from=FLAGS.init_from)
+
+
+def run_config_from_flags(task, episodes, data, dataset=None):
+    """The run's `RunConfig`: the loop and objective flags, the task's
+    episode shape and data (built by the entry point from its own flags)."""
+    try:
+        return RunConfig(task=task, dataset=dataset or task, loop=loop_config_from_flags(),
+                         train_config=train_config_from_flags(episodes.budget),
+                         episodes=episodes, data=data)
+    except ValueError as e:
+        raise flags.ValidationError(str(e)) from None
+
+
 def check_common_flags():
     """Rejects inconsistent values before any data is read."""
     problems = []
@@ -174,10 +200,10 @@ def check_common_flags():
         raise flags.ValidationError("; ".join(problems))
 
 
-def check_model_dir(run_config):
+def check_model_dir(run_config: RunConfig):
     """Refuses a --model_dir that holds another run, before any data is read."""
     try:
-        model_dirs.check(FLAGS.model_dir, run_config)
+        model_dirs.check(run_config.loop.model_dir, run_config)
     except model_dirs.ModelDirMismatch as e:
         raise flags.ValidationError(str(e)) from None
 
@@ -191,15 +217,12 @@ def _format_eta(seconds):
     return f"{seconds // 3600:d}h{(seconds % 3600) // 60:02d}m{seconds % 60:02d}s"
 
 
-def _write_run_config(model_dir, setup, train_config):
-    path = os.path.join(model_dir, checkpoints.RUN_CONFIG)
-    record = run_record(setup, train_config)
-    if os.path.exists(path):
-        old = checkpoints.read_json(path)
-        if old.get("train_config", {}).get("seed") != train_config.seed:
-            logging.warning("resuming %s with a different --seed than it was started with",
-                            model_dir)
-    checkpoints.write_json_atomic(path, record)
+def _write_run_config(model_dir, run_config):
+    old = run_configs.load_run_config(model_dir)
+    if old is not None and old.seed != run_config.seed:
+        logging.warning("resuming %s with a different --seed than it was started with",
+                        model_dir)
+    run_configs.write_run_config(model_dir, run_config)
 
 
 _ROLLOUT_FNS = {}
@@ -232,32 +255,29 @@ class Interrupted(SystemExit):
     """
 
 
-def run_record(setup, train_config=None):
-    """What `run_config.json` records: the task's run config, task, flags."""
-    record = dict(setup.run_config)
-    record["task"] = setup.name
-    if train_config is not None:
-        record.update(train_config=dataclasses.asdict(train_config),
-                      flags={f.name: f.value for f in FLAGS.get_flags_for_module(__name__)})
-    return record
+def _is_eval_step(step, loop: LoopConfig):
+    return step > 0 and (step % loop.eval_interval == 0 or step == loop.train_steps)
 
 
-def _is_eval_step(step, total):
-    return step > 0 and (step % FLAGS.eval_interval == 0 or step == total)
-
-
-def run_training(setup: TaskSetup, train_config: TrainConfig, strategy):
+def run_training(setup: TaskSetup, run_config: RunConfig, strategy):
     """The resumable training loop. Returns the final metrics dict.
+
+    Writes `run_config` (with `setup.recorded`) as the directory's
+    run_config.json, and reads nothing else: no flags.
 
     Raises:
       SystemExit: the model directory holds another run (nothing written),
         no checkpoint restores, the loss went non-finite, or a signal stopped
         the run (`Interrupted`, after a checkpoint was saved).
     """
-    model_dir = FLAGS.model_dir
+    if setup.name != run_config.task:
+        raise ValueError(f"the setup is a {setup.name!r} task, the run config a "
+                         f"{run_config.task!r} one")
+    loop, train_config = run_config.loop, run_config.train_config
+    model_dir = loop.model_dir
     model = setup.model
     try:
-        model_dirs.check(model_dir, run_record(setup), model.config)
+        model_dirs.check(model_dir, run_config, model.config)
     except model_dirs.ModelDirMismatch as e:
         raise SystemExit(str(e)) from e
     tf.io.gfile.makedirs(model_dir)
@@ -272,14 +292,15 @@ def run_training(setup: TaskSetup, train_config: TrainConfig, strategy):
     trainer = Trainer(model, train_config, strategy=strategy, item_scores=setup.item_scores)
     if worker.is_chief:
         checkpoints.save_model_config(model_dir, model.config)
-        _write_run_config(model_dir, setup, train_config)
+        _write_run_config(model_dir, dataclasses.replace(
+            run_config, recorded={**run_config.recorded, **setup.recorded}))
         recovery.clean_temporary_files(model_dir)
     state = tf.train.Checkpoint(model=model, optimizer=trainer.optimizer, step=trainer.step,
                                 trainer_rng=trainer.rng, sampler_rng=setup.train_sampler.rng)
     checkpoint_dir = os.path.join(model_dir, checkpoints.CHECKPOINTS)
     best_dir = os.path.join(model_dir, checkpoints.BEST)
     restored = worker.restore(state, checkpoint_dir, best_dir, trainer.step)
-    manager = worker.checkpoint_manager(state, checkpoint_dir, FLAGS.keep_checkpoints)
+    manager = worker.checkpoint_manager(state, checkpoint_dir, loop.keep_checkpoints)
     best_manager = worker.checkpoint_manager(
         tf.train.Checkpoint(model=model, step=trainer.step), best_dir, 1)
     best_path = os.path.join(model_dir, "best.json")
@@ -290,19 +311,19 @@ def run_training(setup: TaskSetup, train_config: TrainConfig, strategy):
                         "anew", best_path, best.get("step"), best_dir)
         best = None
 
-    total = FLAGS.train_steps
+    total = loop.train_steps
     if restored:
         logging.info("resumed from %s at step %d", restored, int(trainer.step.numpy()))
-    elif FLAGS.init_from:
+    elif loop.init_from:
         try:
-            source, fresh, differ = checkpoints.initialize_from(model, FLAGS.init_from)
+            source, fresh, differ = checkpoints.initialize_from(model, loop.init_from)
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"--init_from: {e}") from e
         logging.info("starting a new run in %s from the weights of %s", model_dir, source)
         if fresh:
             logging.warning(
                 "--init_from: the model config differs from %s in %s; %d of %d weights "
-                "copied, re-initialised (shape or name differs): %s", FLAGS.init_from,
+                "copied, re-initialised (shape or name differs): %s", loop.init_from,
                 ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in differ.items()),
                 len(model.variables) - len(fresh), len(model.variables), ", ".join(fresh))
     else:
@@ -316,10 +337,10 @@ def run_training(setup: TaskSetup, train_config: TrainConfig, strategy):
     # A run that died after saving an evaluation step's checkpoint but before
     # recording that evaluation evaluates it now, as the uninterrupted run did.
     evaluated = best.get("evaluated_step", best["step"]) if best else 0
-    if worker.from_chief(_is_eval_step(start_step, total) and evaluated < start_step):
+    if worker.from_chief(_is_eval_step(start_step, loop) and evaluated < start_step):
         logging.info("step %d was saved but not evaluated; evaluating it now", start_step)
         best = _evaluate_and_keep_best(setup, model, start_step, eval_writer, best_manager,
-                                       best, best_path, train_config.policy, worker)
+                                       best, best_path, run_config, worker)
 
     stop = {"signal": None}
 
@@ -334,7 +355,7 @@ def run_training(setup: TaskSetup, train_config: TrainConfig, strategy):
             step = int(trainer.step.numpy())
             extra = setup.step_arguments(step) if setup.step_arguments else {}
             budget = extra.pop("num_steps", setup.num_steps)
-            batch = setup.train_sampler.sample(FLAGS.batch_size, **extra)
+            batch = setup.train_sampler.sample(loop.batch_size, **extra)
             metrics = trainer.train_step(batch, num_steps=budget)
             step += 1
             if metrics["finite"].numpy() < 1.0:
@@ -342,7 +363,7 @@ def run_training(setup: TaskSetup, train_config: TrainConfig, strategy):
                     f"non-finite loss at step {step} (loss={float(metrics['loss'])}); "
                     f"training stopped. Last good checkpoint: {last_saved or 'none'}. "
                     "Lower --learning_rate or --clip_norm and resume from it.")
-            if step % FLAGS.log_interval == 0 or step == total:
+            if step % loop.log_interval == 0 or step == total:
                 now = time.time()
                 rate = (step - window_step) / max(now - window_start, 1e-9)
                 window_start, window_step = now, step
@@ -356,13 +377,13 @@ def run_training(setup: TaskSetup, train_config: TrainConfig, strategy):
                     "entropy %.3f  %.2f steps/s  %.1f episodes/s  ETA %s",
                     step, total, values["loss"], values["reward"], setup.metric_name,
                     values["final_query_metric"], values["final_distinct_labels"],
-                    values["entropy"], rate, rate * FLAGS.batch_size,
+                    values["entropy"], rate, rate * loop.batch_size,
                     _format_eta((total - step) / max(rate, 1e-9)))
-            if step % FLAGS.checkpoint_interval == 0 or step == total:
+            if step % loop.checkpoint_interval == 0 or step == total:
                 last_saved = manager.save(checkpoint_number=step)
-            if _is_eval_step(step, total):
+            if _is_eval_step(step, loop):
                 best = _evaluate_and_keep_best(setup, model, step, eval_writer, best_manager,
-                                               best, best_path, train_config.policy, worker)
+                                               best, best_path, run_config, worker)
             if worker.any(stop["signal"] is not None):
                 raise _StopRequested()
     except _StopRequested:
@@ -380,11 +401,11 @@ def run_training(setup: TaskSetup, train_config: TrainConfig, strategy):
     if not worker.is_chief:
         worker.cleanup()
         return None
-    return write_final_metrics(setup, model_dir, model)
+    return write_final_metrics(setup, run_config, model)
 
 
 def _evaluate_and_keep_best(setup, model, step, writer, best_manager, best, best_path,
-                            train_policy, worker):
+                            run_config, worker):
     """Validation on the chief; every worker joins the best-checkpoint save."""
     if not worker.is_chief:
         if worker.from_chief(False):
@@ -393,10 +414,12 @@ def _evaluate_and_keep_best(setup, model, step, writer, best_manager, best, best
     # A model trained with a fixed heuristic is judged by that heuristic: its
     # selector never learns, so the greedy policy would pick the best weights
     # by an untrained selector's choices.
+    train_policy = run_config.train_config.policy
     policy = "greedy" if train_policy == "learned" else train_policy
     result = evaluate_setup(
-        dataclasses.replace(setup, eval_policies=[policy]), model, FLAGS.eval_episodes,
-        FLAGS.batch_size, seed=FLAGS.seed)[policy]
+        dataclasses.replace(setup, eval_policies=[policy]), model,
+        run_config.loop.eval_episodes, run_config.loop.batch_size,
+        seed=run_config.seed)[policy]
     value = result["metric"][-1]
     with writer.as_default(step=step):
         for t, m, d in zip(result["labels"], result["metric"], result["distinct_labels"]):
@@ -417,17 +440,21 @@ def _evaluate_and_keep_best(setup, model, step, writer, best_manager, best, best
     return best
 
 
-def write_final_metrics(setup, model_dir, model):
+def write_final_metrics(setup, run_config, model):
     """Evaluates every comparison policy with the best weights; metrics.json."""
+    loop = run_config.loop
+    model_dir = loop.model_dir
     best_path = tf.train.latest_checkpoint(os.path.join(model_dir, checkpoints.BEST))
     if not best_path:
         raise SystemExit(f"{model_dir} has no best checkpoint to evaluate (best/ is empty); "
                          "rerun the same command to evaluate the last checkpoint")
     tf.train.Checkpoint(model=model).restore(best_path).expect_partial()
     logging.info("final evaluation of %s: %d episodes per policy", best_path,
-                 FLAGS.final_eval_episodes)
-    results = evaluate_setup(setup, model, FLAGS.final_eval_episodes, FLAGS.batch_size,
-                             seed=FLAGS.seed + 1)
+                 loop.final_eval_episodes)
+    # The rollouts' draws (not the episodes, which the eval sampler fixes)
+    # differ from the periodic evaluations'.
+    results = evaluate_setup(setup, model, loop.final_eval_episodes, loop.batch_size,
+                             seed=run_config.seed + 1)
     record = {"task": setup.name, "metric": setup.metric_name, "split": "validation",
               "checkpoint": best_path, "query_batch": setup.query_batch,
               "labels": list(range(setup.query_batch, setup.num_steps + 1,

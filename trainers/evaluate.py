@@ -38,6 +38,7 @@ from absl import app, flags, logging
 
 import active_learning  # noqa: F401  (sets TensorFlow's log level before it loads)
 from active_learning import evaluation
+from active_learning import run_config as run_configs
 from active_learning.data import latent_factors
 
 FIGURES = ("table1", "figure3", "figure4", "batch")
@@ -112,6 +113,17 @@ def _heuristic_models(specs, which):
     return models
 
 
+def _recorded(model, value, flag):
+    """`value(run_config)` of `model`'s recorded run, or an error naming `flag`."""
+    if model.run_config is None:
+        raise flags.ValidationError(f"{model.path} records no run config; pass --{flag}")
+    return value(model.run_config)
+
+
+def _split(model):
+    return model.run_config.recorded.get("split") if model.run_config else None
+
+
 def _check(fv):
     problems = []
     if not fv.model_dir:
@@ -160,10 +172,10 @@ def run(fv):
         record = _batch(fv, main, data_dir, common)
     elif figure in ("table1", "figure3"):
         episodes = evaluation.class_episodes(main.run_config, data_dir, fv.cache_dir)
-        logging.info("%s: %s", data_dir or main.run_config.get("data"),
+        logging.info("%s: %s", data_dir or main.run_config.data.source,
                      episodes.classes.describe())
         for other in models[1:]:
-            if other.run_config.get("split") != main.run_config.get("split"):
+            if _split(other) != _split(main):
                 logging.warning("%s was trained on another class split than %s; episodes "
                                 "come from the first model's %s classes", other.path,
                                 main.path, fv.split)
@@ -172,9 +184,8 @@ def run(fv):
                 logging.warning("table1 drives the first --model_dir's weights with every "
                                 "policy (the paper's Matching Net rows); other models and "
                                 "--heuristic_model_dir are not used")
-            ways = fv.ways or int(main.run_config.get("eval_ways")
-                                  or max(main.trained_ways() or [5]))
-            shots = fv.shots or int(main.run_config.get("shots", 1))
+            ways = fv.ways or _recorded(main, lambda r: r.episodes.eval_ways, "ways")
+            shots = fv.shots or _recorded(main, lambda r: r.episodes.shots, "shots")
             record = evaluation.run_table1(main, episodes, ways, shots,
                                            batch_size=fv.batch_size or 50, **common)
         else:
@@ -192,7 +203,7 @@ def run(fv):
         logging.info("movielens %s: %s", data_dir, episodes.data.summary())
         record = evaluation.run_figure4(
             main, episodes, heuristic_models=heuristics,
-            num_steps=fv.budget or int(main.run_config.get("budget", 10)),
+            num_steps=fv.budget or _recorded(main, lambda r: r.episodes.budget, "budget"),
             batch_size=fv.batch_size or 50, tune_episodes=fv.tune_episodes,
             baseline_prior=fv.baseline_prior, **common)
 
@@ -205,8 +216,7 @@ def _batch(fv, main, data_dir, common):
     split = common["split"]
     if main.task == "classification":
         episodes = evaluation.class_episodes(main.run_config, data_dir, fv.cache_dir)
-        ways = fv.ways or int(main.run_config.get("eval_ways")
-                              or max(main.trained_ways() or [5]))
+        ways = fv.ways or _recorded(main, lambda r: r.episodes.eval_ways, "ways")
         budget = fv.budget or ways
         evaluation.check_classification(main, ways, budget, episodes, split)
         make_sampler = episodes.make_sampler(split, ways, fv.seed)
@@ -215,7 +225,7 @@ def _batch(fv, main, data_dir, common):
         episodes = evaluation.movielens_episodes(main.run_config, data_dir,
                                                  vocabulary=main.vocabulary)
         ways = None
-        budget = fv.budget or int(main.run_config.get("budget", 10))
+        budget = fv.budget or _recorded(main, lambda r: r.episodes.budget, "budget")
         make_sampler = episodes.make_sampler(split, fv.seed)
         item_scores = episodes.item_scores
     if budget % fv.query_batch:
@@ -233,10 +243,10 @@ def _baselines_only(fv):
     if fv.figure not in (None, "figure4"):
         raise flags.ValidationError("--baselines_only applies to --figure=figure4")
     model_dir = fv.model_dir[0]
-    run_config = checkpoints.read_json(os.path.join(model_dir, checkpoints.RUN_CONFIG))
-    if run_config.get("dataset") not in ("movielens", "ratings"):
+    run_config = run_configs.load_run_config(model_dir)
+    if run_config is None or run_config.task not in run_configs.RATINGS_TASKS:
         raise flags.ValidationError(f"--baselines_only needs a ratings run; {model_dir} "
-                                    f"is {run_config.get('dataset')!r}")
+                                    f"is {run_config and run_config.dataset!r}")
     data_dir = evaluation.resolve_data_dir(fv.data_dir, run_config, model_dir)
     factors_path = fv.latent_factors or os.path.join(model_dir,
                                                      latent_factors.DEFAULT_FILENAME)
@@ -247,7 +257,7 @@ def _baselines_only(fv):
         run_config, data_dir, vocabulary=checkpoints.load_vocabulary(model_dir),
         latent_factors_path=factors_path)
     record = evaluation.run_figure4(
-        None, episodes, num_steps=fv.budget or int(run_config.get("budget", 10)),
+        None, episodes, num_steps=fv.budget or run_config.episodes.budget,
         num_episodes=fv.episodes, batch_size=fv.batch_size or 50, seed=fv.seed,
         split=fv.split, tune_episodes=fv.tune_episodes, baseline_prior=fv.baseline_prior,
         progress_every=fv.progress_seconds)

@@ -8,23 +8,19 @@ and resuming a 5-way run with 10-way episodes would compare the new
 validation accuracy with the old best. So the new run's description is
 compared with what the directory records, field by field, and a mismatch is
 refused with the fields that differ. Changing the episode shape of a trained
-run is a new run: `--init_from=OLD --model_dir=NEW`.
+run is a new run: `--init_from=OLD --model_dir=NEW`. Directories written
+before the typed run config are read with `run_config.from_record`, so they
+are compared the same way.
 """
 
 import dataclasses
-import json
 import os
 
 import tensorflow as tf
 
 from active_learning import checkpoints
+from active_learning import run_config as run_configs
 from active_learning.config import ModelConfig
-
-# What a resumed run must share with the run that wrote the directory, beside
-# the model config: the same task, data and episodes. Other flags (learning
-# rate, intervals, ...) may change on a resume.
-RUN_KEYS = ("task", "dataset", "ways", "eval_ways", "shots", "items_per_class", "budget",
-            "support_size", "query_size")
 
 
 class ModelDirMismatch(ValueError):
@@ -45,13 +41,17 @@ def _fields(differ):
     return ", ".join(f"{k} (it has {a!r}, this run {b!r})" for k, (a, b) in differ.items())
 
 
-def check(model_dir, run_config, model_config: ModelConfig = None):
+def check(model_dir, run_config: run_configs.RunConfig, model_config: ModelConfig = None):
     """Raises `ModelDirMismatch` when `model_dir` holds another run.
+
+    What a resumed run must share with the run that wrote the directory,
+    beside the model config, is `RunConfig.identity()`: the same task,
+    dataset and episode shape. Other settings (learning rate, intervals,
+    ...) may change on a resume.
 
     Args:
       model_dir: the --model_dir; may not exist yet (then nothing to check).
-      run_config: the new run's record (`task`, `dataset` and its episode
-        shape; see RUN_KEYS). Keys absent from it are not compared.
+      run_config: the new run's `RunConfig`.
       model_config: the new run's ModelConfig, or None to compare the run
         record only (an early check, before the model is built).
     """
@@ -77,10 +77,11 @@ def check(model_dir, run_config, model_config: ModelConfig = None):
         if differ:
             problems.append(f"{checkpoints.MODEL_CONFIG} differs in {_fields(differ)}")
     if tf.io.gfile.exists(run_path):
-        recorded = _read(run_path)
-        # JSON has no tuples: compare both sides as JSON would store them.
-        ours = json.loads(json.dumps({k: run_config[k] for k in RUN_KEYS if k in run_config},
-                                     default=str))
+        try:
+            recorded = run_configs.from_record(_read(run_path), run_path).identity()
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            raise ModelDirMismatch(f"{run_path} does not describe a run ({e})") from e
+        ours = run_config.identity()
         differ = {k: (recorded.get(k), v) for k, v in ours.items() if recorded.get(k) != v}
         if differ:
             problems.append(f"{checkpoints.RUN_CONFIG} differs in {_fields(differ)}")

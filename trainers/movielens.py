@@ -9,7 +9,7 @@ ml-100k; https://grouplens.org/datasets/movielens/) or a TFDS config,
 """
 
 from trainers import ratings
-from trainers.ratings import build_setup, main  # noqa: F401  (the same trainer)
+from trainers.ratings import build_setup, main, setup_from_flags  # noqa: F401  (same trainer)
 
 if __name__ == "__main__":
     ratings.run()

@@ -13,7 +13,7 @@ from absl import app, flags
 
 from trainers import classification
 from trainers import common
-from trainers.classification import build_setup  # noqa: F401  (the preset's setup)
+from trainers.classification import build_setup, setup_from_flags  # noqa: F401
 from trainers.classification import main
 
 # `--help` shows the flags a user sets, which live in these two modules.

@@ -20,6 +20,7 @@ import keras
 
 import active_learning  # noqa: F401  (sets TensorFlow's log level before it loads)
 from active_learning import checkpoints
+from active_learning import run_config as run_configs
 from active_learning.config import ModelConfig
 from active_learning.data import latent_factors, ratings_episodes, ratings_prep, ratings_reader
 from active_learning.model import ActiveMatchingNetwork
@@ -36,9 +37,10 @@ flags.DEFINE_bool("item_prior", False, "Give the slow predictor each held-out it
                   "nothing over random selection (docs/results.md, Figure 4).")
 
 
-def build_setup():
+def run_config_from_flags():
+    """The run's `RunConfig` from the flags, checked before any data is read."""
     common.check_common_flags()
-    budget = FLAGS.budget or 10
+    budget = FLAGS.budget or run_configs.RATINGS_BUDGET
     if budget > FLAGS.support_size:
         raise flags.ValidationError(f"label budget {budget} exceeds the pool of "
                                     f"--support_size={FLAGS.support_size} items")
@@ -47,37 +49,53 @@ def build_setup():
                                     f"budget {budget} (labels arrive in whole rounds)")
     if FLAGS.support_size < 2 or FLAGS.query_size < 1:
         raise flags.ValidationError("--support_size must be >= 2 and --query_size >= 1")
-    reader_config = ratings_data.reader_config_from_flags()
-    prep_config = ratings_data.prep_config_from_flags(FLAGS.seed)
-    movielens = ratings_data.is_movielens(reader_config)
+    try:
+        data = ratings_data.data_config_from_flags()
+        episodes = run_configs.RatingsEpisodeConfig(
+            support_size=FLAGS.support_size, query_size=FLAGS.query_size, budget=budget)
+    except ValueError as e:
+        raise flags.ValidationError(str(e)) from None
+    task = "movielens" if ratings_data.is_movielens(data) else "ratings"
+    return common.run_config_from_flags(task, episodes, data)
+
+
+def model_options_from_flags():
+    """The ModelConfig fields the flags set (the data set the rest)."""
+    return dict(embed_dim=FLAGS.embed_dim, units=FLAGS.units,
+                train_item_table=FLAGS.train_item_table, item_prior=FLAGS.item_prior)
+
+
+def build_setup(run, model_options, download=False):
+    """The model config, latent factors and `TaskSetup` fields of `run`.
+
+    Reads no flags: `model_options` are ModelConfig fields, `download` lets
+    TFDS fetch a missing data set.
+    """
+    options, episodes = run.data, run.episodes
     # A directory of another task or episode shape is refused before any data
     # is read; the model config is compared once the model is built.
-    common.check_model_dir({"task": "movielens" if movielens else "ratings",
-                            "dataset": "movielens" if movielens else "ratings",
-                            "budget": budget, "support_size": FLAGS.support_size,
-                            "query_size": FLAGS.query_size})
+    common.check_model_dir(run)
 
-    source = reader_config["source"]
-    reader_args = {k: v for k, v in reader_config.items() if k not in ("source", "kind")}
-    ratings = ratings_reader.load_ratings(source, download=FLAGS.download, **reader_args)
-    rating_min, rating_max = ratings_data.rating_scale(ratings, FLAGS.rating_min,
-                                                       FLAGS.rating_max)
+    source = options.source
+    ratings = ratings_reader.load_ratings(source, download=download, **options.reader_kwargs())
+    rating_min, rating_max = ratings_data.rating_scale(ratings, options.rating_min,
+                                                       options.rating_max)
     duplicates = int(ratings.attrs.get("duplicates_dropped", 0))
-    data = ratings_prep.prepare(ratings, **prep_config)
+    data = ratings_prep.prepare(ratings, **options.prep_kwargs(episodes, run.seed))
     if data.validation.num_users < 1 or data.train.num_users < 1:
         raise flags.ValidationError(
-            f"{data.kept_users} user(s) have the {FLAGS.support_size + FLAGS.query_size} "
+            f"{data.kept_users} user(s) have the {episodes.support_size + episodes.query_size} "
             "ratings an episode needs: too few for a train and a validation split; lower "
             "--support_size/--query_size")
     logging.info("ratings from %s: scale %g..%g, %d duplicate (user, item) row(s) dropped "
                  "(latest timestamp wins), %s", source, rating_min, rating_max, duplicates,
                  data.summary())
 
-    factors_path = os.path.join(FLAGS.model_dir, latent_factors.DEFAULT_FILENAME)
+    factors_path = os.path.join(run.loop.model_dir, latent_factors.DEFAULT_FILENAME)
     new_factors = not os.path.exists(factors_path)
     if new_factors:
         factors = latent_factors.train_latent_factors(
-            data, dim=FLAGS.latent_dim, steps=FLAGS.latent_steps, seed=FLAGS.seed)
+            data, dim=options.latent_dim, steps=options.latent_steps, seed=run.seed)
     else:
         factors = latent_factors.load_latent_factors(factors_path, movie_ids=data.movie_ids)
     logging.info("latent factors: train RMSE %.4f, validation RMSE %.4f (mean baseline %.4f)",
@@ -90,39 +108,37 @@ def build_setup():
             factors.save(os.path.join(directory, latent_factors.DEFAULT_FILENAME))
         checkpoints.save_vocabulary(directory, data.movie_ids)
 
-    train_sampler = ratings_episodes.EpisodeSampler(data.train, FLAGS.support_size,
-                                                    FLAGS.query_size, seed=FLAGS.seed)
+    def sampler(users, purpose):
+        return ratings_episodes.EpisodeSampler(users, episodes.support_size,
+                                               episodes.query_size,
+                                               seed=run_configs.episode_seed(run.seed, purpose))
 
-    def make_eval_sampler():
-        return ratings_episodes.EpisodeSampler(data.validation, FLAGS.support_size,
-                                               FLAGS.query_size, seed=FLAGS.seed + 1_000_003)
-
-    config = ModelConfig(task="regression", embed_dim=FLAGS.embed_dim, units=FLAGS.units,
-                         num_items=data.num_movies, item_table_dim=factors.dim,
-                         train_item_table=FLAGS.train_item_table,
-                         rating_min=rating_min, rating_max=rating_max,
-                         rating_prior=float(factors.global_bias), item_prior=FLAGS.item_prior)
-    run_config = {
-        "dataset": "movielens" if movielens else "ratings",
-        "data_dir": source, "budget": budget,
-        "support_size": FLAGS.support_size, "query_size": FLAGS.query_size,
-        # What evaluation needs to rebuild the same users and items.
-        "reader": reader_config, "prep": prep_config,
+    train_sampler = sampler(data.train, "train")
+    config = ModelConfig(task="regression", num_items=data.num_movies,
+                         item_table_dim=factors.dim, rating_min=rating_min,
+                         rating_max=rating_max, rating_prior=float(factors.global_bias),
+                         **model_options)
+    recorded = {
         "rating_scale": {"rating_min": rating_min, "rating_max": rating_max,
-                         "inferred": [FLAGS.rating_min is None, FLAGS.rating_max is None]},
+                         "inferred": [options.rating_min is None, options.rating_max is None]},
         "item_id_type": "int64" if data.movie_ids.dtype.kind in "iu" else "str",
-        "latent": {"dim": factors.dim, "steps": FLAGS.latent_steps},
         "duplicates_dropped": duplicates,
-        "data": data.summary(), "latent_validation_rmse": factors.validation_rmse,
-        "query_batch": FLAGS.query_batch}
+        "data": data.summary(), "latent_validation_rmse": factors.validation_rmse}
     setup = dict(
-        name="movielens" if movielens else "ratings", train_sampler=train_sampler,
-        make_eval_sampler=make_eval_sampler,
+        name=run.task, train_sampler=train_sampler,
+        make_eval_sampler=lambda: sampler(data.validation, "selection"),
         eval_policies=["greedy", "random", "min_max_cos", "popular_entropy"],
-        num_steps=budget, higher_is_better=False, metric_name="rmse",
-        item_scores=ratings_prep.popularity_entropy(data), run_config=run_config,
+        num_steps=episodes.budget, higher_is_better=False, metric_name="rmse",
+        item_scores=ratings_prep.popularity_entropy(data), recorded=recorded,
         write_files=write_files)
     return config, factors, setup
+
+
+def setup_from_flags():
+    """`main()`'s reading of the flags: the RunConfig, model config, latent
+    factors and setup."""
+    run = run_config_from_flags()
+    return (run,) + build_setup(run, model_options_from_flags(), download=FLAGS.download)
 
 
 def main(argv):
@@ -131,16 +147,16 @@ def main(argv):
     # First: multi-worker collectives must be set up before any TF op runs.
     strategy = common.make_strategy(FLAGS.strategy)
     try:
-        config, factors, kwargs = build_setup()
+        run, config, factors, kwargs = setup_from_flags()
     except (ValueError, FileNotFoundError) as e:
         # Data errors name the file, line and fix: show them without a traceback.
         raise SystemExit(f"error: {e}") from e
-    keras.utils.set_random_seed(FLAGS.seed)  # weight initialisation
+    keras.utils.set_random_seed(run.seed)  # weight initialisation
     with strategy.scope():
         model = ActiveMatchingNetwork(config, item_embeddings=factors.movie_embeddings,
                                       item_biases=factors.movie_bias)
     setup = common.TaskSetup(model=model, **kwargs)
-    common.run_training(setup, common.train_config_from_flags(setup.num_steps), strategy)
+    common.run_training(setup, run, strategy)
 
 
 def run():

@@ -23,6 +23,7 @@ from absl import app, flags
 
 from active_learning.data import grouplens, ratings_reader
 from active_learning.data import ratings_episodes, ratings_prep
+from active_learning import run_config as run_configs
 from trainers import common  # noqa: F401  (defines --data, --data_dir, --download, --seed)
 
 FLAGS = flags.FLAGS
@@ -41,16 +42,22 @@ flags.DEFINE_float("rating_max", None, "Highest rating of the scale (default: th
                    "highest).")
 flags.DEFINE_string("tfds_data_dir", None, "tfds: sources: the TFDS data folder (default: "
                     "TFDS's own, ~/tensorflow_datasets).")
-flags.DEFINE_integer("num_movies", 4000, "Keep the most-rated items (paper: 4000 movies).")
-flags.DEFINE_integer("num_users", 6000, "Keep the users with most ratings (paper: 6000).")
-flags.DEFINE_integer("support_size", 50, "Items a user can be asked about (paper: 50).")
-flags.DEFINE_integer("query_size", 10, "Held-out ratings per episode (paper: 10).")
-flags.DEFINE_integer("latent_dim", 64, "Width of the latent-factor item embeddings.")
-flags.DEFINE_integer("latent_steps", 1000, "Full-batch Adam steps of the latent-factor fit.")
+flags.DEFINE_integer("num_movies", run_configs.PAPER_RATINGS["num_movies"],
+                     "Keep the most-rated items (paper: 4000 movies).")
+flags.DEFINE_integer("num_users", run_configs.PAPER_RATINGS["num_users"],
+                     "Keep the users with most ratings (paper: 6000).")
+flags.DEFINE_integer("support_size", run_configs.PAPER_RATINGS["support_size"],
+                     "Items a user can be asked about (paper: 50).")
+flags.DEFINE_integer("query_size", run_configs.PAPER_RATINGS["query_size"],
+                     "Held-out ratings per episode (paper: 10).")
+flags.DEFINE_integer("latent_dim", run_configs.RatingsData.latent_dim,
+                     "Width of the latent-factor item embeddings.")
+flags.DEFINE_integer("latent_steps", run_configs.RatingsData.latent_steps,
+                     "Full-batch Adam steps of the latent-factor fit.")
 
 # Paper 4.2.1's user split: a sixth of the users test, a twelfth validation.
-VALIDATION_FRACTION = 1 / 12
-TEST_FRACTION = 1 / 6
+VALIDATION_FRACTION = run_configs.VALIDATION_FRACTION
+TEST_FRACTION = run_configs.TEST_FRACTION
 
 
 def source_from_flags():
@@ -84,6 +91,20 @@ def reader_config_from_flags():
     return config
 
 
+def data_config_from_flags():
+    """The run's `RatingsData`: source, columns, scale, filters, latent size."""
+    source = source_from_flags()
+    return run_configs.RatingsData(
+        source=source, kind=ratings_reader.parse_source(source)[0],
+        rating_min=FLAGS.rating_min, rating_max=FLAGS.rating_max, user_col=FLAGS.user_col,
+        item_col=FLAGS.item_col, rating_col=FLAGS.rating_col,
+        timestamp_col=FLAGS.timestamp_col, sep=FLAGS.sep, encoding=FLAGS.encoding,
+        tfds_data_dir=FLAGS.tfds_data_dir, num_movies=FLAGS.num_movies,
+        num_users=FLAGS.num_users, validation_fraction=VALIDATION_FRACTION,
+        test_fraction=TEST_FRACTION, latent_dim=FLAGS.latent_dim,
+        latent_steps=FLAGS.latent_steps)
+
+
 def prep_config_from_flags(seed):
     """Everything that decides the filtering and the user split."""
     return {"num_movies": FLAGS.num_movies, "num_users": FLAGS.num_users,
@@ -93,6 +114,9 @@ def prep_config_from_flags(seed):
 
 
 def is_movielens(reader_config):
+    """`reader_config`: a reader dict or a `RatingsData`."""
+    if isinstance(reader_config, run_configs.RatingsData):
+        reader_config = {"kind": reader_config.kind, "source": reader_config.source}
     kind = reader_config.get("kind") or ratings_reader.parse_source(reader_config["source"])[0]
     return kind == "grouplens" or (kind == "tfds" and "movielens" in reader_config["source"])
 

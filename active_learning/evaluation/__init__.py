@@ -39,7 +39,7 @@ from active_learning.evaluation.rating_baselines import (BASELINE_PRIORS, DEFAUL
                                                          measure_baselines, random_orders)
 from active_learning.evaluation.rebuild import (ClassEpisodes, MovieLensEpisodes,
                                                 class_episodes, episode_seed,
-                                                movielens_episodes, ratings_run_options,
+                                                movielens_episodes,
                                                 resolve_data_dir)
 from active_learning.evaluation.reports import (MARKDOWN, batch_markdown, csv_rows,
                                                 figure3_markdown, figure4_markdown,
@@ -60,6 +60,6 @@ __all__ = [
     "figure4_markdown", "gp_variance_orders", "is_saved_model", "load_evaluation_model",
     "machine_description", "make_eval_policy", "make_rollout_fn", "mean_and_ci",
     "measure_baselines", "movielens_episodes", "output_name", "plot_record",
-    "random_orders", "ratings_run_options", "resolve_data_dir", "run_batch_table",
+    "random_orders", "resolve_data_dir", "run_batch_table",
     "run_figure3", "run_figure4", "run_table1", "table1_markdown", "write_outputs",
 ]

@@ -82,7 +82,9 @@ def run_table1(model, episodes, ways, shots, num_episodes=1000, batch_size=50, s
             curve_ci=[100.0 * c for c in result["metric_ci"]],
             paper_accuracy=paper_accuracy, paper_ci=paper_ci))
     return {"figure": "table1", "task": "omniglot" if omniglot else "classification",
-            "data": "Omniglot" if omniglot else (model.run_config.get("data") or "data"),
+            "data": "Omniglot" if omniglot else (model.run_config.data.source
+                                                 if model.run_config and model.run_config.data
+                                                 else "data"),
             "split": split, "ways": ways,
             "shots": shots, "labels": labels, "episodes": num_episodes, "seed": seed,
             "batch_size": batch_size, "model": model.source,
@@ -149,7 +151,8 @@ def run_batch_table(model, make_sampler, num_steps, query_batch, num_episodes=10
             "rounds": num_steps // query_batch, "episodes": num_episodes, "seed": seed,
             "batch_size": batch_size, "model": model.source,
             "rows": [dataclasses.asdict(r) for r in rows],
-            "trained_query_batch": int(model.run_config.get("query_batch") or 1),
+            "trained_query_batch": (model.run_config.train_config.query_batch
+                                    if model.run_config else 1),
             "seconds": round(time.perf_counter() - start, 1)}
 
 

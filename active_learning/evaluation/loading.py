@@ -9,12 +9,13 @@ which the evaluation rebuilds the run's data and episodes (`rebuild`).
 import dataclasses
 import json
 import os
-from typing import Dict, Optional
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
 from active_learning import checkpoints
+from active_learning import run_config as run_configs
 from active_learning.config import ModelConfig
 from active_learning.model import ActiveMatchingNetwork
 from active_learning.session import resolve_saved_model
@@ -33,7 +34,7 @@ class LoadedModel:
     model: ActiveMatchingNetwork
     source: str
     path: str
-    run_config: Dict
+    run_config: Optional[run_configs.RunConfig]
     kind: str = "model_dir"
     vocabulary: Optional[np.ndarray] = None
     missing: tuple = ()
@@ -44,19 +45,16 @@ class LoadedModel:
 
     @property
     def dataset(self):
-        return self.run_config.get("dataset") or (
-            "omniglot" if self.task == "classification" else "movielens")
+        if self.run_config is not None:
+            return self.run_config.dataset
+        return "omniglot" if self.task == "classification" else "movielens"
 
     def trained_ways(self):
         """The N (list) the model was trained on, from its run config."""
-        ways = self.run_config.get("ways")
-        if ways is None:
-            return []
-        return [int(w) for w in (ways if isinstance(ways, list) else [ways])]
+        return list(getattr(self.run_config and self.run_config.episodes, "ways", ()))
 
     def trained_policy(self):
-        return (self.run_config.get("train_config") or {}).get("policy") or (
-            self.run_config.get("flags") or {}).get("policy")
+        return self.run_config and self.run_config.train_config.policy
 
     def short_name(self):
         ways = self.trained_ways()
@@ -90,7 +88,8 @@ def _load_saved_model(path):
     loaded = tf.saved_model.load(path)
     meta = loaded.signatures["metadata"](dummy=tf.constant(0, tf.int32))
     config = ModelConfig.from_json(meta["model_config"].numpy().decode("utf-8"))
-    run_config = json.loads(meta["training_config"].numpy().decode("utf-8") or "{}")
+    run_config = run_configs.from_record(
+        json.loads(meta["training_config"].numpy().decode("utf-8") or "{}"), path, config)
     model = ActiveMatchingNetwork(config)
     saved = {v.name: v for v in getattr(loaded, "model_variables", [])}
     missing = []
@@ -115,9 +114,7 @@ def load_evaluation_model(path, which="best"):
     if is_saved_model(path):
         return _load_saved_model(path)
     model, checkpoint = checkpoints.load_model(path, which)
-    run_config_path = os.path.join(path, checkpoints.RUN_CONFIG)
-    run_config = (checkpoints.read_json(run_config_path)
-                  if tf.io.gfile.exists(run_config_path) else {})
+    run_config = run_configs.load_run_config(path, model.config)
     vocabulary = None
     if model.config.task == "regression":
         vocabulary = checkpoints.load_vocabulary(path)

@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from active_learning import run_config as run_configs
 from active_learning.data import class_data
 from active_learning.data import latent_factors
 from active_learning.data import omniglot
@@ -25,31 +26,23 @@ from active_learning.data import readers
 from active_learning.data import splits
 from active_learning.data.episodes import ClassEpisodeSampler
 
-# Episode streams per split: fixed offsets so that `--seed` alone decides the
-# episodes, and test and validation streams never coincide.
-_SPLIT_SEED_OFFSET = {"test": 2_000_029, "validation": 3_000_017}
-
-
-def episode_seed(seed, split):
-    """Seed of the episode sampler for `split` (the same for every policy)."""
-    if split not in _SPLIT_SEED_OFFSET:
-        raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
-    return int(seed) + _SPLIT_SEED_OFFSET[split]
+# Seed of the episode sampler for a split (the same for every policy).
+episode_seed = run_configs.episode_seed
 
 
 def resolve_data_dir(data_dir, run_config, model_path):
     """`data_dir`, else the run's recorded one (relative paths tried from here, from
     the model directory's parent, and the repository's shipped copy of Omniglot).
 
-    Runs on a user's own data (`run_config["data"]`, trainers.classification)
+    Runs on a user's own data (`run_config.data.source`, trainers.classification)
     record the data spec itself: for them this returns `data_dir` (None keeps
     the recorded spec; a path replaces the spec's path).
     """
     if data_dir:
         return data_dir
-    if run_config.get("dataset") == "classification":
+    if run_config is not None and run_config.dataset == "classification":
         return None
-    recorded = run_config.get("data_dir")
+    recorded = run_config.data_dir if run_config is not None else None
     if not recorded:
         raise ValueError(f"{model_path} records no data_dir; pass --data_dir")
     # A ratings table is recorded as kind:PATH (csv:, tsv:, parquet:); the
@@ -102,21 +95,17 @@ def class_episodes(run_config, data_dir=None, cache_dir=None):
     given, replaces the spec's path). Raises if the data gives other split
     sizes than the run recorded (other data than it was trained on).
     """
-    spec = run_config.get("data") if run_config.get("dataset") == "classification" else None
-    if spec:
+    if run_config.dataset == "classification":
+        spec = run_config.data.source
         if data_dir:
             spec = f"{readers.parse_spec(spec)[0]}:{data_dir}"
-        options = run_config.get("data_options") or {}
-        data = readers.load_class_data(
-            spec, image_size=options.get("image_size"),
-            image_channels=options.get("image_channels"), invert=options.get("invert", False),
-            label_col=options.get("label_col", "label"), group_col=options.get("group_col"),
-            cache_dir=cache_dir)
+        data = readers.load_class_data(spec, cache_dir=cache_dir,
+                                       **run_config.data.reader_kwargs())
         data_dir = spec
     else:
         data = class_data.from_omniglot(omniglot.load_omniglot(data_dir, cache_dir=cache_dir))
-    recorded = run_config.get("split") or {}
-    name = recorded.get("split", "auto")
+    recorded = run_config.recorded.get("split") or {}
+    name = recorded.get("split", run_config.data.split if run_config.data else "auto")
     kwargs = {}
     if name == "alphabets":
         kwargs = dict(test_alphabets=recorded.get("test_alphabets"),
@@ -125,15 +114,14 @@ def class_episodes(run_config, data_dir=None, cache_dir=None):
         kwargs = dict(validation_alphabets=recorded.get("validation_alphabets"))
     elif name == "vinyals" and "validation_characters" in recorded:
         kwargs = dict(validation_characters=recorded["validation_characters"])
-    seed = (run_config.get("flags") or {}).get("seed", 0)
-    classes = splits.split_classes(data, split=name, seed=seed, **kwargs)
+    classes = splits.split_classes(data, split=name, seed=run_config.seed, **kwargs)
     described = classes.describe()
     for key in ("train_characters", "validation_characters", "test_characters"):
         if key in recorded and recorded[key] != described[key]:
             raise ValueError(
                 f"the class split rebuilt from {data_dir} ({described}) differs from the one "
                 f"the model was trained with ({recorded}): pass the run's --data_dir")
-    return ClassEpisodes(data, classes, int(run_config.get("items_per_class", 5)))
+    return ClassEpisodes(data, classes, run_config.episodes.items_per_class)
 
 
 @dataclasses.dataclass
@@ -154,49 +142,22 @@ class MovieLensEpisodes:
         return make
 
 
-# What MovieLens runs that recorded no `prep` were prepared with.
-MOVIELENS_PREP_DEFAULTS = (("num_movies", 4000), ("num_users", 6000), ("support_size", 50),
-                           ("query_size", 10))
-
-
-def ratings_run_options(run_config):
-    """(reader options, table kind, `ratings_prep.prepare` options) of a ratings run.
-
-    `run_config["reader"]` and `["prep"]` are what `trainers.ratings`
-    records; a key `prep` lacks comes from the run config's top level or its
-    flags, else `MOVIELENS_PREP_DEFAULTS` (the seed: the training seed).
-    """
-    def recorded(key, default):
-        for source in (run_config, run_config.get("flags") or {}):
-            if source.get(key) is not None:
-                return source[key]
-        return default
-
-    reader = dict(run_config.get("reader") or {})
-    reader.pop("source", None)
-    kind = reader.pop("kind", None)
-    prep = dict(run_config.get("prep") or {})
-    prep.setdefault("seed", recorded(
-        "seed", (run_config.get("train_config") or {}).get("seed", 0)))
-    for key, default in MOVIELENS_PREP_DEFAULTS:
-        prep.setdefault(key, recorded(key, default))
-    return reader, kind, prep
-
-
 def movielens_episodes(run_config, data_dir, vocabulary=None, latent_factors_path=None):
     """Re-prepares the run's users (same source, columns, filters, user split).
 
-    Works for every ratings run: the recorded reader and prep options give
-    the columns, scale and filters; older MovieLens runs without them get
-    the MovieLens defaults (`ratings_run_options`). The item vocabulary must
-    equal the model's (`vocabulary.npz`): that is the check that the data
-    and the filtering are the ones it was trained on.
+    Works for every ratings run: `run_config.data` (a `RatingsData`) gives
+    the columns, scale and filters (`run_config.load_run_config` fills them
+    for runs that predate it). The item vocabulary must equal the model's
+    (`vocabulary.npz`): that is the check that the data and the filtering
+    are the ones it was trained on.
     """
-    reader, kind, prep = ratings_run_options(run_config)
+    options = run_config.data
+    kind = options.kind
     if kind in ratings_reader.TABLE_KINDS and ratings_reader.parse_source(data_dir)[0] != kind:
         data_dir = f"{kind}:{data_dir}"  # --data_dir=PATH for a run trained on kind:PATH
-    ratings = ratings_reader.load_ratings(data_dir, **reader)
-    data = ratings_prep.prepare(ratings, **prep)
+    ratings = ratings_reader.load_ratings(data_dir, **options.reader_kwargs())
+    data = ratings_prep.prepare(ratings, **options.prep_kwargs(run_config.episodes,
+                                                                run_config.seed))
     if vocabulary is not None and not np.array_equal(np.asarray(vocabulary), data.movie_ids):
         raise ValueError(
             f"the items kept from {data_dir} ({data.num_movies}) are not the model's "
