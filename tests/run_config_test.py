@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -139,3 +140,7 @@ def test_an_older_record_with_its_flags_fills_from_them():
         num_movies=4000, num_users=6000, support_size=40, query_size=10,
         validation_fraction=1 / 12, test_fraction=1 / 6, seed=3)
     assert rc.from_record({}) is None
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
