@@ -23,6 +23,7 @@ import pytest
 import tensorflow as tf
 
 from active_learning.data import omniglot
+from active_learning.data import omniglot_summary
 
 SIZE = 105
 
@@ -636,7 +637,7 @@ class SummaryTest(tf.test.TestCase):
         root = mkdtemp(self)
         write_zip(os.path.join(root, "images_background_small1.zip"),
                   "images_background_small1", SMALL1)
-        lines, record = omniglot.summarize(
+        lines, record = omniglot_summary.summarize(
             root, cache_dir=mkdtemp(self),
             benchmark_seconds=0.05)
         self.assertIn("characters: 12", "\n".join(lines))
@@ -660,7 +661,7 @@ class SummaryTest(tf.test.TestCase):
                   "images_background", SMALL1)
         write_zip(os.path.join(root, "images_evaluation.zip"),
                   "images_evaluation", EVALUATION)
-        lines, record = omniglot.summarize(
+        lines, record = omniglot_summary.summarize(
             root, split="alphabets", cache_dir=mkdtemp(self),
             validation_characters=1, benchmark_seconds=0.05)
         lake = record["other_splits"]["lake"]

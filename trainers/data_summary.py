@@ -16,7 +16,7 @@ import time
 from absl import app, flags
 
 import active_learning  # noqa: F401  (sets TensorFlow's log level before it loads)
-from active_learning.data import omniglot
+from active_learning.data import omniglot_summary
 from active_learning.data import readers
 from active_learning.data import splits
 from active_learning.data.episodes import ClassEpisodeSampler
@@ -37,7 +37,7 @@ def summarize(spec):
     sampler = ClassEpisodeSampler(data.items, data.class_starts, data.class_counts,
                                   split.train, ways=FLAGS.ways, items_per_class=1,
                                   seed=FLAGS.seed, class_names=data.class_names)
-    rate = omniglot.measure_throughput(sampler, 32, FLAGS.ways, FLAGS.benchmark_seconds)
+    rate = omniglot_summary.measure_throughput(sampler, 32, FLAGS.ways, FLAGS.benchmark_seconds)
     record = dict(data.describe(), load_seconds=round(load_seconds, 3),
                   episodes_per_second=round(rate, 1), **split.describe())
     counts = record["items_per_class"]
@@ -59,7 +59,7 @@ def main(argv):
         raise SystemExit(f"unexpected arguments: {argv[1:]}")
     scheme, rest = readers.parse_spec(FLAGS.data)
     if scheme == "omniglot":
-        lines, record = omniglot.summarize(
+        lines, record = omniglot_summary.summarize(
             rest, cache_dir=FLAGS.cache_dir, split=FLAGS.split,
             test_alphabets=FLAGS.test_alphabets,
             validation_alphabets=FLAGS.validation_alphabets,
