@@ -114,5 +114,26 @@ def test_without_groups_the_draws_are_unchanged():
         np.testing.assert_array_equal(plain[key].numpy(), named[key].numpy())
 
 
+
+def test_evaluation_episodes_draw_within_groups_when_asked():
+    # The path `trainers.evaluate --episode_classes=within_alphabet` takes.
+    from active_learning.data import class_data  # pylint: disable=g-import-not-at-top
+    from active_learning.data.splits import ClassSplit  # pylint: disable=g-import-not-at-top
+    from active_learning.evaluation import ClassEpisodes  # pylint: disable=g-import-not-at-top
+    labels = np.repeat(np.arange(NUM_CLASSES), PER_CLASS)
+    data = class_data.from_labels(labels[:, None].astype(np.float32), labels, "features",
+                                  groups=np.asarray(GROUPS)[labels])
+    everything = np.arange(NUM_CLASSES)
+    split = ClassSplit("given", everything, everything, everything)
+    within = ClassEpisodes(data, split, items_per_class=1, within_group=True)
+    sampler = within.make_sampler("test", 4, seed=0)()
+    batch = sampler.sample(100)
+    assert batch["support"].shape == (100, 4, 1)            # one item per class
+    for row in batch["support"][..., 0].numpy().astype(int):
+        assert len({GROUPS[c] for c in row}) == 1
+    mixed = ClassEpisodes(data, split, items_per_class=1).make_sampler("test", 4, seed=0)()
+    rows = mixed.sample(100)["support"][..., 0].numpy().astype(int)
+    assert any(len({GROUPS[c] for c in row}) > 1 for row in rows)
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -31,6 +31,7 @@ Same --seed, same episodes, same numbers. Writes <name>.json, .csv, .png and
 .md into --output_dir, and prints the markdown table.
 """
 
+import dataclasses
 import os
 import time
 
@@ -73,6 +74,13 @@ def define_flags(flag_values=flags.FLAGS):
                          "figure3).", flag_values=fv)
     flags.DEFINE_integer("shots", None, "K: Table 1 requests N*K labels (default: the "
                          "run's).", flag_values=fv)
+    flags.DEFINE_enum("episode_classes", "random", ["random", "within_alphabet"],
+                      "table1/figure3/batch: draw an episode's N classes at random, or all "
+                      "from one alphabet (group), as in Lake et al.'s one-shot protocol.",
+                      flag_values=fv)
+    flags.DEFINE_integer("items_per_class", None, "table1/figure3/batch: pool items per "
+                         "class (default: the run's; 1 with --shots=1 is Lake et al.'s "
+                         "one drawing per class, all labelled).", flag_values=fv)
     flags.DEFINE_integer("max_labels", 50, "Figure 3 left: labels requested up to this.",
                          flag_values=fv)
     flags.DEFINE_integer("distinct_max", 30, "Figure 3 right: labels requested up to this.",
@@ -171,7 +179,7 @@ def run(fv):
     if figure == "batch":
         record = _batch(fv, main, data_dir, common)
     elif figure in ("table1", "figure3"):
-        episodes = evaluation.class_episodes(main.run_config, data_dir, fv.cache_dir)
+        episodes = _class_episodes(fv, main, data_dir)
         logging.info("%s: %s", data_dir or main.run_config.data.source,
                      episodes.classes.describe())
         for other in models[1:]:
@@ -208,14 +216,26 @@ def run(fv):
             baseline_prior=fv.baseline_prior, **common)
 
     record["data_dir"] = data_dir
+    if main.task == "classification":
+        record["episode_classes"] = fv.episode_classes
     return _finish(fv, record, start)
+
+
+def _class_episodes(fv, main, data_dir):
+    """The run's classes, drawn as --episode_classes and --items_per_class say."""
+    episodes = evaluation.class_episodes(main.run_config, data_dir, fv.cache_dir)
+    if fv.items_per_class is not None and fv.items_per_class < 1:
+        raise SystemExit(f"--items_per_class must be >= 1, got {fv.items_per_class}")
+    return dataclasses.replace(
+        episodes, within_group=fv.episode_classes == "within_alphabet",
+        items_per_class=fv.items_per_class or episodes.items_per_class)
 
 
 def _batch(fv, main, data_dir, common):
     """The batch-query table of the first --model_dir."""
     split = common["split"]
     if main.task == "classification":
-        episodes = evaluation.class_episodes(main.run_config, data_dir, fv.cache_dir)
+        episodes = _class_episodes(fv, main, data_dir)
         ways = fv.ways or _recorded(main, lambda r: r.episodes.eval_ways, "ways")
         budget = fv.budget or ways
         evaluation.check_classification(main, ways, budget, episodes, split)
@@ -262,6 +282,8 @@ def _baselines_only(fv):
         split=fv.split, tune_episodes=fv.tune_episodes, baseline_prior=fv.baseline_prior,
         progress_every=fv.progress_seconds)
     record["data_dir"] = data_dir
+    if main.task == "classification":
+        record["episode_classes"] = fv.episode_classes
     return record
 
 

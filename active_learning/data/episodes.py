@@ -198,10 +198,15 @@ class ClassEpisodeSampler(tf.Module):
             self._check_ways(ways)
         else:
             ways = tf.cast(ways, tf.int32)
-            tf.debugging.assert_greater_equal(ways, 2, "ways must be >= 2")
-            tf.debugging.assert_less_equal(
-                ways, self.largest_group if self.within_group else self.num_classes,
-                "ways exceeds the classes available (in one group, with within_group)")
+            # The checks run before any draw reads `ways` (else a slice or a
+            # reshape fails first, with a message that names neither).
+            with tf.control_dependencies([
+                    tf.debugging.assert_greater_equal(ways, 2, "ways must be >= 2"),
+                    tf.debugging.assert_less_equal(
+                        ways, self.largest_group if self.within_group else self.num_classes,
+                        "ways exceeds the classes available (in one group, with "
+                        "within_group)")]):
+                ways = tf.identity(ways)
         items, queries = self.items_per_class, self.queries_per_class
         per_class = items + queries
         batch_size = tf.cast(batch_size, tf.int32) if not isinstance(

@@ -71,6 +71,9 @@ class ClassEpisodes:
     data: object
     classes: object
     items_per_class: int = 5
+    # All N classes of an episode from one group (an alphabet): Lake et al.'s
+    # within-alphabet one-shot protocol.
+    within_group: bool = False
 
     def num_classes(self, split):
         return len(getattr(self.classes, split))
@@ -83,7 +86,8 @@ class ClassEpisodes:
             return ClassEpisodeSampler(
                 self.data.items, self.data.class_starts, self.data.class_counts, indices,
                 ways=ways, items_per_class=self.items_per_class,
-                seed=episode_seed(seed, split), class_names=self.data.class_names)
+                seed=episode_seed(seed, split), class_names=self.data.class_names,
+                class_groups=self.data.groups, within_group=self.within_group)
         return make
 
 
