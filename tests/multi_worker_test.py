@@ -201,7 +201,9 @@ class TwoWorkersTest(tf.test.TestCase):
         other.send_signal(signal.SIGKILL)
         other.wait(timeout=TIMEOUT)
         self.assertNotEqual(chief.wait(timeout=TIMEOUT), 0)
-        self.assertIn("unhealthy", _read(logs[0]))
+        # Which error TensorFlow reports depends on when the peer vanished:
+        # missed heartbeats, or a collective whose connection was reset.
+        self.assertRegex(_read(logs[0]), r"unhealthy|UnavailableError|Connection reset")
         newest = recovery.checkpoints_present(os.path.join(model_dir, "checkpoints"))[-1]
         resumed_step = int(newest.rsplit("-", 1)[1])
         self.assertBetween(resumed_step, 2, STEPS - 1)
