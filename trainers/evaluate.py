@@ -282,8 +282,6 @@ def _baselines_only(fv):
         split=fv.split, tune_episodes=fv.tune_episodes, baseline_prior=fv.baseline_prior,
         progress_every=fv.progress_seconds)
     record["data_dir"] = data_dir
-    if main.task == "classification":
-        record["episode_classes"] = fv.episode_classes
     return record
 
 
