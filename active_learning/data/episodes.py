@@ -107,11 +107,14 @@ class ClassEpisodeSampler(tf.Module):
         self.num_characters = int(class_indices.size)
         self.num_classes = self.num_characters * (4 if rotate else 1)
         self.drawings_per_class = int(counts.max())
+        self.rotate = bool(rotate)
+        self.within_group = bool(within_group)
+        if self.within_group:
+            self._init_groups(class_groups, class_indices, len(starts))
         self._check_ways(ways)
         self.ways = int(ways)
         self.items_per_class = int(items_per_class)
         self.queries_per_class = int(queries_per_class)
-        self.rotate = bool(rotate)
         self.image_shape = tuple(int(d) for d in items.shape[1:])
         # Only the split's rows, so a sampler holds no more than it draws.
         rows = np.concatenate([np.arange(s, s + n) for s, n in
@@ -122,10 +125,6 @@ class ClassEpisodeSampler(tf.Module):
         # Equal counts (Omniglot's 20 drawings) need no mask: the same draws
         # as an unmasked sampler, so the episodes of a seed never change.
         self._ragged = bool((counts != counts[0]).any())
-        self.within_group = bool(within_group)
-        if self.within_group:
-            self._init_groups(class_groups, class_indices, len(starts))
-            self._check_ways(ways)
         self.rng = make_generator(seed)
 
     def _init_groups(self, class_groups, class_indices, num_all):
@@ -172,7 +171,7 @@ class ClassEpisodeSampler(tf.Module):
                 "ways = %d exceeds the %d classes available (%d classes%s)"
                 % (ways, self.num_classes, self.num_characters,
                    " x 4 rotations" if self.num_classes > self.num_characters else ""))
-        if getattr(self, "within_group", False) and hasattr(self, "largest_group") and ways > self.largest_group:
+        if self.within_group and ways > self.largest_group:
             raise ValueError(
                 f"ways = {ways} exceeds the largest group ({self.largest_group} classes): "
                 "within-group episodes need a group with at least that many classes")
