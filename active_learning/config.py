@@ -12,6 +12,10 @@ TASKS = ("classification", "regression")
 # How a classification model encodes items: the paper's conv net over images
 # or an MLP over feature vectors (a user's own embeddings or tabular data).
 ENCODERS = ("conv", "mlp")
+# How a ratings model predicts: the paper's convex combination of the
+# observed ratings, or from each item's prior plus a learned fold-in of the
+# user's residuals (`layers/prior_predictor.py`).
+RATING_PREDICTORS = ("paper", "prior")
 
 # The Omniglot trainer's default `labelled_mass_temperatures` (the benchmark
 # times the same model).
@@ -56,6 +60,16 @@ class ModelConfig:
         predictions shrink towards what the item usually gets until the
         user's own ratings outweigh it (not in the paper; see
         docs/results.md, Figure 4).
+      rating_predictor: regression only. "paper": the paper's predictors, a
+        convex combination of the observed ratings (3.2.5-3.2.6). "prior":
+        each item starts from its prior rating (rating_prior + a learned
+        per-item bias) and the user's residuals on the observed items move
+        it, through a ridge fold-in of a user vector and offset on the item
+        table's latent factors (learned penalties) plus a gated attention
+        correction; one rating then moves every prediction without making
+        them equal (not in the paper; `layers/prior_predictor.py`). Its
+        `begin` embeddings carry each pool item's prior and latent vector
+        after the embed_dim matching features (`embedding_width`).
       labelled_mass_temperatures: one extra selector feature per temperature:
         the share of an item's softmax attention over the pool that falls on
         labelled items (not in the paper; see layers/selector.py). Empty:
@@ -80,6 +94,7 @@ class ModelConfig:
     rating_max: float = 5.0
     rating_prior: float = 3.5
     item_prior: bool = False
+    rating_predictor: str = "paper"
     labelled_mass_temperatures: tuple = ()
 
     def __post_init__(self):
@@ -110,6 +125,16 @@ class ModelConfig:
             raise ValueError("a regression model needs num_items >= 1 (the item vocabulary size)")
         if self.item_prior and self.task != "regression":
             raise ValueError("item_prior is for regression (ratings) models only")
+        if self.rating_predictor not in RATING_PREDICTORS:
+            raise ValueError(f"rating_predictor must be one of {RATING_PREDICTORS}, "
+                             f"got {self.rating_predictor!r}")
+        if self.rating_predictor == "prior":
+            if self.task != "regression":
+                raise ValueError("rating_predictor='prior' is for regression (ratings) "
+                                 "models only; classification models use 'paper'")
+            if self.item_prior:
+                raise ValueError("item_prior and rating_predictor='prior' are two ways of "
+                                 "using each item's prior rating; choose one")
         for name in ("embed_dim", "units", "matching_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -123,8 +148,27 @@ class ModelConfig:
             return (self.feature_size,)
         return (self.image_size, self.image_size, self.image_channels)
 
+    @property
+    def table_width(self):
+        """Width of the item table (regression): the latent-factor dimension."""
+        return int(self.item_table_dim or self.embed_dim)
+
+    @property
+    def embedding_width(self):
+        """Width D of the `embeddings` that `begin` returns and the other
+        steps take: embed_dim, plus the prior and the latent vector of each
+        pool item for the prior-aware rating predictor."""
+        if self.rating_predictor == "prior":
+            return int(self.embed_dim) + 1 + self.table_width
+        return int(self.embed_dim)
+
     def to_json(self):
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        values = dataclasses.asdict(self)
+        # Written only when not the paper's: the files and fingerprints of
+        # models made before the option existed stay byte for byte the same.
+        if values["rating_predictor"] == "paper":
+            del values["rating_predictor"]
+        return json.dumps(values, indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, values):

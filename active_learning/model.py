@@ -14,7 +14,8 @@ the same functions:
   fast_predict(embeddings, state, labels, labeled) -> predictions for the pool
   predict(embeddings, state, labels, labeled, queries) -> predictions
 
-Everything is batched over episodes: `embeddings [B, P, D]`, `state [B, 2U]`,
+Everything is batched over episodes: `embeddings [B, P, D]` (D =
+`config.embedding_width`), `state [B, 2U]`,
 `labels [B, P]` (int32 classes, or float32 ratings), `labeled [B, P]` bool.
 Labels of unlabelled items are ignored (the serving contract sends -1).
 Predictions are class probabilities `[..., max_classes]` or ratings `[...]`.
@@ -28,6 +29,7 @@ import tensorflow as tf
 
 from active_learning import layers as al_layers
 from active_learning.config import ModelConfig
+from active_learning.layers import prior_predictor
 from active_learning.layers.masked import cosine_matrix
 
 # Smoothing for log-likelihood rewards: a class that no labelled item carries
@@ -49,6 +51,8 @@ class ActiveMatchingNetwork(keras.Model):
         super().__init__(**kwargs)
         self.config = config
         c = config
+        # The prior-aware rating predictor (`layers/prior_predictor.py`).
+        self.uses_prior = c.rating_predictor == "prior"
         if c.task == "classification" and c.encoder == "mlp":
             self.encoder = al_layers.FeatureEncoder(c.embed_dim, c.feature_size,
                                                     hidden=c.feature_hidden, name="encoder")
@@ -63,6 +67,7 @@ class ActiveMatchingNetwork(keras.Model):
         self.reader = al_layers.Reader(c.units, c.task, max_classes=c.max_classes,
                                        rating_center=0.5 * (c.rating_min + c.rating_max),
                                        rating_min=c.rating_min, rating_max=c.rating_max,
+                                       read_residual=self.uses_prior,
                                        name="reader")
         self.controller = al_layers.Controller(c.units, name="controller")
         self.selector = al_layers.Selector(c.embed_dim, c.units,
@@ -72,7 +77,9 @@ class ActiveMatchingNetwork(keras.Model):
                                                     name="fast_predictor")
         self.slow_predictor = al_layers.SlowPredictor(
             c.units, c.embed_dim, c.units, steps=c.matching_steps,
-            prior_slot=c.item_prior, name="slow_predictor")
+            prior_slot=c.item_prior or self.uses_prior, name="slow_predictor")
+        if self.uses_prior:
+            self.fold_in = prior_predictor.PriorFoldIn(name="fold_in")
         self.value_head = al_layers.ValueHead(c.units, name="value")
         if c.task == "regression":
             # Not trainable: the prior only shows where no item is labelled, and
@@ -84,8 +91,8 @@ class ActiveMatchingNetwork(keras.Model):
                 name="rating_prior", shape=(),
                 initializer=keras.initializers.Constant(c.rating_prior),
                 trainable=False)
-        if c.item_prior:
-            # Learns from the slow prediction whenever the prior slot has weight.
+        if c.item_prior or self.uses_prior:
+            # Learns from the slow prediction whenever the prior has weight.
             self.item_bias = self.add_weight(name="item_bias", shape=(c.num_items,),
                                              initializer="zeros")
             if item_biases is not None:
@@ -138,13 +145,43 @@ class ActiveMatchingNetwork(keras.Model):
         return self.encoder(items)
 
     def begin(self, support, training=False):
-        """Encodes the pool: (x'' [B, P, D], initial control state s_0)."""
-        return self.context_encoder(self.encode(support, training=training))
+        """Encodes the pool: (embeddings [B, P, D], initial control state s_0)."""
+        return self.contextualise(self.encode(support, training=training), support)
 
-    @staticmethod
-    def similarities(embeddings):
+    def contextualise(self, encoded, support):
+        """`begin` from the context-free encoding x' `[B, P, embed_dim]` of `support`.
+
+        The embeddings are x'' (3.2.1); with the prior-aware rating predictor
+        each pool item's prior and latent vector follow (`item_priors`), since
+        the later steps see the pool only through these embeddings.
+        """
+        contextual, state = self.context_encoder(encoded)
+        if not self.uses_prior:
+            return contextual, state
+        prior, vectors = self.item_priors(support)
+        return tf.concat([contextual, prior[..., None], vectors], -1), state
+
+    def features(self, embeddings):
+        """The matching features x'' `[B, P, embed_dim]` of `begin`'s embeddings."""
+        if not self.uses_prior:
+            return embeddings
+        return embeddings[..., :self.config.embed_dim]
+
+    def item_side(self, embeddings):
+        """(prior `[B, P]`, latent vectors `[B, P, T]`) carried by the embeddings."""
+        d = self.config.embed_dim
+        return embeddings[..., d], embeddings[..., d + 1:]
+
+    def item_priors(self, items):
+        """(prior beta + b `[B, N]`, latent vectors `[B, N, T]`) of item indices."""
+        items = tf.cast(items, tf.int32)
+        bias = tf.gather(tf.convert_to_tensor(self.item_bias), items)
+        vectors = tf.gather(tf.convert_to_tensor(self.encoder.table), items)
+        return tf.convert_to_tensor(self.rating_prior) + bias, vectors
+
+    def similarities(self, embeddings):
         """Cosine matrix among pool items, computed once per episode (3.2.5)."""
-        return cosine_matrix(embeddings)
+        return cosine_matrix(self.features(embeddings))
 
     def label_vectors(self, labels, labeled):
         """Labels as vectors to combine: one-hot classes or ratings [B, P, L]."""
@@ -191,7 +228,8 @@ class ActiveMatchingNetwork(keras.Model):
         if cosine is None:
             cosine = self.similarities(embeddings)
         covered = labeled if pending is None else tf.logical_or(labeled, pending)
-        return self.selector(embeddings, self.controller.hidden(state), cosine, covered)
+        return self.selector(self.features(embeddings), self.controller.hidden(state), cosine,
+                             covered)
 
     def read_pending(self, embeddings, state, index):
         """The control state after reading item `index` [B] without its label.
@@ -202,7 +240,7 @@ class ActiveMatchingNetwork(keras.Model):
         picks: once the labels arrive, `observe` reads them from the state the
         round started in, so the label-reading path is the sequential one.
         """
-        item = tf.gather(embeddings, tf.cast(index, tf.int32), batch_dims=1)
+        item = tf.gather(self.features(embeddings), tf.cast(index, tf.int32), batch_dims=1)
         return self.controller(self.reader.read_unknown(item), state)
 
     def select_round(self, embeddings, state, labels, labeled, k, choose=None,
@@ -286,8 +324,13 @@ class ActiveMatchingNetwork(keras.Model):
     def observe(self, embeddings, state, labels, labeled, index, label):
         """Reads item `index` [B] with its `label` [B] and updates the state."""
         index = tf.cast(index, tf.int32)
-        item = tf.gather(embeddings, index, batch_dims=1)
-        state = self.controller(self.reader(item, label), state)
+        item = tf.gather(self.features(embeddings), index, batch_dims=1)
+        if self.uses_prior:
+            prior = tf.gather(self.item_side(embeddings)[0], index, batch_dims=1)
+            read = self.reader(item, label, residual=tf.cast(label, tf.float32) - prior)
+        else:
+            read = self.reader(item, label)
+        state = self.controller(read, state)
         chosen = tf.one_hot(index, tf.shape(labeled)[1], on_value=True, off_value=False)
         label = tf.cast(label, labels.dtype)
         labels = tf.where(chosen, label[:, None], labels)
@@ -297,21 +340,72 @@ class ActiveMatchingNetwork(keras.Model):
         """Predictions for every pool item from the labelled others [B, P, ...]."""
         if cosine is None:
             cosine = self.similarities(embeddings)
-        vectors, _ = self.fast_predictor(
-            embeddings, self.controller.hidden(state), cosine, labeled,
-            self.label_vectors(labels, labeled), self.prior())
-        return self._output(vectors)
+        control = self.controller.hidden(state)
+        if not self.uses_prior:
+            vectors, _ = self.fast_predictor(
+                embeddings, control, cosine, labeled,
+                self.label_vectors(labels, labeled), self.prior())
+            return self._output(vectors)
+        prior, vectors, weights, left = self._fold_in(embeddings, labels, labeled)
+        correction, _ = self.fast_predictor(
+            self.features(embeddings), control, cosine, labeled, left[..., None],
+            tf.zeros([1]))
+        return (prior + prior_predictor.fold_in_predict(weights, vectors)
+                + self.fold_in.fast_gate * correction[..., 0])
+
+    def _fold_in(self, embeddings, labels, labeled):
+        """Prior-aware predictor: (pool priors, latent vectors, fold-in weights,
+        what the fold-in leaves of each labelled residual, 0 elsewhere)."""
+        prior, vectors = self.item_side(embeddings)
+        residual = tf.where(labeled, tf.cast(labels, tf.float32) - prior, 0.0)
+        weights = self.fold_in(vectors, residual, labeled)
+        left = residual - prior_predictor.fold_in_predict(weights, vectors)
+        return prior, vectors, weights, tf.where(labeled, left, 0.0)
+
+    def fold_in_scores(self, embeddings, labels, labeled, support_labels, queries,
+                       query_labels):
+        """Prior-aware predictor: `[B, P]`, minus the queries' mean squared error
+        of the fold-in prediction if each pool item were labelled next.
+
+        The rating oracle's scores (`policies.rating_oracle_scores`) in closed
+        form: the fold-in part of the prediction (all of it while the
+        correction gates are 0), with no controller update or matching read
+        per candidate.
+        """
+        prior, vectors = self.item_side(embeddings)
+        residual = tf.where(labeled, tf.cast(labels, tf.float32) - prior, 0.0)
+        query_prior, query_vectors = self.item_priors(queries)
+        return -self.fold_in.candidate_errors(
+            vectors, residual, labeled, tf.cast(support_labels, tf.float32) - prior,
+            query_vectors, tf.cast(query_labels, tf.float32) - query_prior)
 
     def predict(self, embeddings, state, labels, labeled, queries,
                 return_attention=False, training=False):
         """Slow (Matching-Network) predictions for held-out `queries`."""
-        query_embeddings = self.encode(queries, training=training)
-        vectors, attention = self.slow_predictor(
-            query_embeddings, self.controller.hidden(state), embeddings, labeled,
-            self.label_vectors(labels, labeled), self.query_prior(queries))
+        predictions, attention = self.predict_encoded(
+            self.encode(queries, training=training), queries, embeddings, state, labels,
+            labeled)
         if return_attention:
+            return predictions, attention
+        return predictions
+
+    def predict_encoded(self, query_embeddings, queries, embeddings, state, labels, labeled):
+        """`predict` from the queries' encoding x' (the rollout encodes once):
+        (predictions, the last matching attention `[B, Q, P]`)."""
+        control = self.controller.hidden(state)
+        if not self.uses_prior:
+            vectors, attention = self.slow_predictor(
+                query_embeddings, control, embeddings, labeled,
+                self.label_vectors(labels, labeled), self.query_prior(queries))
             return self._output(vectors), attention
-        return self._output(vectors)
+        _, _, weights, left = self._fold_in(embeddings, labels, labeled)
+        query_prior, query_vectors = self.item_priors(queries)
+        correction, attention = self.slow_predictor(
+            query_embeddings, control, self.features(embeddings), labeled, left[..., None],
+            tf.zeros([1]))
+        predictions = (query_prior + prior_predictor.fold_in_predict(weights, query_vectors)
+                       + self.fold_in.slow_gate * correction[..., 0])
+        return predictions, attention
 
     # --------------------------------------------------------------- rewards
     def log_likelihood(self, predictions, targets):

@@ -176,20 +176,25 @@ def rating_oracle_scores(ctx):
     Every candidate is tried at once: the batch is tiled over the pool, so the
     cost is one controller update and one slow prediction over B * P episodes.
     Each candidate's prediction uses the state after reading its label, as the
-    model's own prediction would once that item is labelled.
+    model's own prediction would once that item is labelled. A model with the
+    prior-aware predictor scores by its fold-in in closed form instead
+    (`ActiveMatchingNetwork.fold_in_scores`).
     """
     model = ctx.model
     batch = tf.shape(ctx.labeled)[0]
     pool = tf.shape(ctx.labeled)[1]
-    tile = lambda x: tf.repeat(x, pool, axis=0)  # noqa: E731
-    candidate = tf.tile(tf.range(pool), [batch])
-    support_labels = tile(ctx.support_labels)
-    embeddings = tile(ctx.embeddings)
     labels = ctx.labels
     if ctx.pending is not None:
         # In a round of a batch query the oracle knows the pending items'
         # ratings too: it completes the round's set greedily.
         labels = tf.where(ctx.pending, tf.cast(ctx.support_labels, labels.dtype), labels)
+    if getattr(model, "uses_prior", False):
+        return model.fold_in_scores(ctx.embeddings, labels, ctx.labeled, ctx.support_labels,
+                                    ctx.queries, ctx.query_labels)
+    tile = lambda x: tf.repeat(x, pool, axis=0)  # noqa: E731
+    candidate = tf.tile(tf.range(pool), [batch])
+    support_labels = tile(ctx.support_labels)
+    embeddings = tile(ctx.embeddings)
     state, labels, labeled = model.observe(
         embeddings, tile(ctx.state), tile(labels), tile(ctx.labeled), candidate,
         tf.gather(support_labels, candidate, batch_dims=1))
@@ -271,7 +276,8 @@ def prediction_entropy(ctx):
     else:
         # Ratings: the attention mass on each half-star level is a distribution.
         _, attention = model.fast_predictor(
-            ctx.embeddings, model.controller.hidden(ctx.state), ctx.cosine, ctx.labeled,
+            model.features(ctx.embeddings), model.controller.hidden(ctx.state), ctx.cosine,
+            ctx.labeled,
             model.label_vectors(ctx.labels, ctx.labeled), model.prior())
         c = model.config
         levels = int(round((c.rating_max - c.rating_min) * 2)) + 1

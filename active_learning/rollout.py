@@ -67,7 +67,7 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
     if encoded is None:
         encoded = (model.encode(episode.support, training=training),
                    model.encode(episode.queries, training=training))
-    embeddings, state = model.context_encoder(encoded[0])
+    embeddings, state = model.contextualise(encoded[0], episode.support)
     query_embeddings = encoded[1]
     cosine = model.similarities(embeddings)
     shape = tf.shape(support_labels)
@@ -82,10 +82,8 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
         tf.cast(seed, tf.int64), num_steps), tf.int32)
 
     def slow_predict(state, labels, labeled):
-        vectors, _ = model.slow_predictor(
-            query_embeddings, model.controller.hidden(state), embeddings, labeled,
-            model.label_vectors(labels, labeled), model.query_prior(episode.queries))
-        return model._output(vectors)
+        return model.predict_encoded(query_embeddings, episode.queries, embeddings, state,
+                                     labels, labeled)[0]
 
     def step(t, state, labels, labeled, arrays):
         logits = model.select(embeddings, state, labels, labeled, cosine=cosine)

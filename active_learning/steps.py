@@ -186,7 +186,7 @@ def metadata(model, fingerprint, version=0, run_config_json="{}", checkpoint="",
         "training_config": tf.constant(run_config_json),
         "checkpoint": tf.constant(checkpoint),
         "fingerprint": tf.constant(fingerprint),
-        "embed_dim": tf.constant(int(c.embed_dim), tf.int32),
+        "embed_dim": tf.constant(int(c.embedding_width), tf.int32),
         "state_size": tf.constant(2 * int(c.units), tf.int32),
     }
     if c.task == "classification":

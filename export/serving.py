@@ -133,7 +133,7 @@ class ServingModule(tf.Module):
                                            default=_json_default)
         self._checkpoint = str(checkpoint or "")
         self._fingerprint = model_fingerprint(model)
-        self._embed_dim = int(config.embed_dim)
+        self._embed_dim = int(config.embedding_width)
         self._state_size = 2 * int(config.units)
 
         if self._classification:

@@ -35,6 +35,12 @@ flags.DEFINE_bool("item_prior", False, "Give the slow predictor each held-out it
                   "latent-factor fit) and an attention slot on it (not in the paper): "
                   "lower RMSE at every label count, but the learned selection then gains "
                   "nothing over random selection (docs/results.md, Figure 4).")
+flags.DEFINE_enum("rating_predictor", "paper", ["paper", "prior"],
+                  "paper: the paper's predictors, a convex combination of the observed "
+                  "ratings. prior: each item's prior rating (global mean + learned item "
+                  "bias) moved by a learned ridge fold-in of the user's residuals on the "
+                  "latent factors and a gated attention correction (not in the paper; "
+                  "active_learning/layers/prior_predictor.py, docs/results.md Figure 4).")
 
 
 def run_config_from_flags():
@@ -62,7 +68,8 @@ def run_config_from_flags():
 def model_options_from_flags():
     """The ModelConfig fields the flags set (the data set the rest)."""
     return dict(embed_dim=FLAGS.embed_dim, units=FLAGS.units,
-                train_item_table=FLAGS.train_item_table, item_prior=FLAGS.item_prior)
+                train_item_table=FLAGS.train_item_table, item_prior=FLAGS.item_prior,
+                rating_predictor=FLAGS.rating_predictor)
 
 
 def build_setup(run, model_options, download=False):

@@ -4,7 +4,9 @@ Labels enter as one-hot over `max_classes` (so a model trained on 5..20-way
 tasks reads 20-way ones) or, for ratings, as the centred rating plus a learned
 embedding of its level: the scale [rating_min, rating_max] cut into
 `rating_levels` steps, so MovieLens's half stars 0.5..5 are levels 0..9 and a
-1-10 scale uses the same ten levels (DESIGN.md).
+1-10 scale uses the same ten levels (DESIGN.md). With `read_residual` (the
+prior-aware rating predictor) the reader also reads the rating minus the
+item's prior: how much this user departs from what the item usually gets.
 """
 
 import keras
@@ -18,7 +20,7 @@ class Reader(keras.layers.Layer):
 
     def __init__(self, units, task, max_classes=20, rating_levels=10,
                  rating_embedding_dim=8, rating_center=None, rating_min=0.5,
-                 rating_max=5.0, **kwargs):
+                 rating_max=5.0, read_residual=False, **kwargs):
         super().__init__(**kwargs)
         if task not in ("classification", "regression"):
             raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
@@ -30,6 +32,9 @@ class Reader(keras.layers.Layer):
         self.rating_max = float(rating_max)
         if not self.rating_max > self.rating_min:
             raise ValueError(f"rating_max {rating_max} must exceed rating_min {rating_min}")
+        self.read_residual = bool(read_residual)
+        if self.read_residual and task != "regression":
+            raise ValueError("read_residual is for ratings (task='regression') only")
         self.rating_center = float(0.5 * (self.rating_min + self.rating_max)
                                    if rating_center is None else rating_center)
         if task == "regression":
@@ -55,11 +60,16 @@ class Reader(keras.layers.Layer):
         """L, the width of `label_features`."""
         if self.task == "classification":
             return self.max_classes
-        return 1 + self.rating_embedding.output_dim
+        return 1 + self.rating_embedding.output_dim + int(self.read_residual)
 
-    def call(self, item_embedding, label):
-        return self.project(
-            tf.concat([item_embedding, self.label_features(label)], axis=-1))
+    def call(self, item_embedding, label, residual=None):
+        """`residual` `[...]`: rating minus prior, required with `read_residual`."""
+        features = self.label_features(label)
+        if self.read_residual:
+            if residual is None:
+                raise ValueError("this reader reads the rating's residual: pass residual=")
+            features = tf.concat([features, tf.cast(residual, features.dtype)[..., None]], -1)
+        return self.project(tf.concat([item_embedding, features], axis=-1))
 
     def read_unknown(self, item_embedding):
         """r = W_r [x''_i; 0]: the item with its label not known yet.
