@@ -71,7 +71,7 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
     query_embeddings = encoded[1]
     cosine = model.similarities(embeddings)
     # The scalable selector's per-episode index (None for the exact one).
-    index = model.selection_index(embeddings)
+    pool_index = model.selection_index(embeddings)
     shape = tf.shape(support_labels)
     labeled = tf.zeros(shape, tf.bool)
     if task == "classification":
@@ -90,7 +90,8 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
         return model._output(vectors)
 
     def step(t, state, labels, labeled, arrays):
-        logits = model.select(embeddings, state, labels, labeled, cosine=cosine, index=index)
+        logits = model.select(embeddings, state, labels, labeled, cosine=cosine,
+                              index=pool_index)
         log_p = tf.nn.log_softmax(logits, axis=-1)
         ctx = StepContext(model, embeddings, state, labels, labeled, cosine, logits,
                           episode.support, support_labels, episode.queries, query_labels,
@@ -173,7 +174,7 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
             ("imitation_log_probs",) if oracle is not None else ())
         indices, _, picks = model.select_round(
             embeddings, state, labels, labeled, k_round, choose=choose, cosine=cosine,
-            record=record_pick, record_keys=pick_keys, index=index)
+            record=record_pick, record_keys=pick_keys, index=pool_index)
         indices = tf.stop_gradient(indices)
         record = {
             "actions": indices,
