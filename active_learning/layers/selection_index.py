@@ -25,7 +25,8 @@ index and the L covered (labelled or pending) items in O(P x L):
   k >= P - 1 the lists hold every other item and these are exact too.
 
 Gradients: the features recompute each cosine they use from the unit
-embeddings (the neighbour lists only say which pairs), so they
+embeddings (the index only says which pairs: for the max and min to the
+uncovered items, the one pair the stored lists point at), so they
 differentiate like the exact path's, except through log Z_i(t), which is
 held constant (its gradient would need a second pass over all pairs).
 """
@@ -51,6 +52,7 @@ SelectionIndex = collections.namedtuple(
      "log_normalisers",  # [B, P, K] log Z_i(t), one per temperature
      "top_indices",      # [B, P, k] i's k most similar other items, most first
      "bottom_indices"])  # [B, P, k] i's k least similar other items, least first
+# The lists' cosines are not kept: a step recomputes the one it needs per item.
 
 
 def unit_vectors(embeddings, eps=1e-8):
@@ -72,7 +74,8 @@ def selection_index(embeddings, temperatures=(), neighbours=DEFAULT_NEIGHBOURS,
       embeddings: `[B, P, D]` pool embeddings x''.
       temperatures: the labelled-mass temperatures (may be empty).
       neighbours: k, the length of each item's top and bottom lists
-        (min(k, P - 1) are kept).
+        (min(k, P - 1) are kept; a pool of one item lists itself, and its
+        features, over empty sets, never read the list).
       chunk: rows per block.
     """
     neighbours, chunk = int(neighbours), int(chunk)
@@ -81,7 +84,7 @@ def selection_index(embeddings, temperatures=(), neighbours=DEFAULT_NEIGHBOURS,
                          f"chunk={chunk}")
     units = unit_vectors(tf.stop_gradient(embeddings))
     batch, pool = tf.shape(units)[0], tf.shape(units)[1]
-    k = tf.minimum(neighbours, pool - 1)
+    k = tf.maximum(tf.minimum(neighbours, pool - 1), 1)
     rows = tf.minimum(chunk, pool)
     blocks = (pool + rows - 1) // rows
     # Padding rows (zero vectors, cosine 0 to everything) make every block
@@ -117,8 +120,7 @@ def selection_index(embeddings, temperatures=(), neighbours=DEFAULT_NEIGHBOURS,
         stacked = tf.transpose(array.stack(), [1, 0, 2, 3])
         return tf.reshape(stacked, [batch, blocks * rows, width])[:, :pool]
 
-    top, bottom, log_z = (rows_of(a, w) for a, w in
-                          zip(arrays, (k, k, len(temperatures))))
+    top, bottom, log_z = (rows_of(a, w) for a, w in zip(arrays, (k, k, len(temperatures))))
     return SelectionIndex(units, tf.reduce_sum(units, 1), log_z, top, bottom)
 
 
@@ -133,25 +135,22 @@ def _covered_items(covered):
     return items, real
 
 
-def _pair_cosines(units, indices):
-    """cos(i, indices[b, i, m]) `[B, P, M]`, recomputed from the unit vectors."""
-    others = tf.gather(units, indices, batch_dims=1)                         # [B, P, M, D]
-    return tf.einsum("bpd,bpmd->bpm", units, others)
+def _extreme_uncovered(units, indices, uncovered, has_any):
+    """Max (min) cosine of each item to the uncovered items, from its top
+    (bottom) list `indices` `[B, P, k]`, ordered most extreme first.
 
-
-def _extreme_uncovered(cosines, uncovered, has_any, largest):
-    """The largest (smallest) cosine of a list that is an uncovered item's:
-    its first uncovered entry, as the list is in that order. Where all its
-    items are covered, the list's k-th cosine (the documented
-    approximation); 0 where the item has no uncovered other (`has_any`)."""
-    big = tf.constant(1e9, cosines.dtype)
-    if largest:
-        found_value = tf.reduce_max(tf.where(uncovered, cosines, -big), -1)
-        kth = tf.reduce_min(cosines, -1)
-    else:
-        found_value = tf.reduce_min(tf.where(uncovered, cosines, big), -1)
-        kth = tf.reduce_max(cosines, -1)
-    value = tf.where(tf.reduce_any(uncovered, -1), found_value, kth)
+    The first uncovered entry of the list; where all k are covered, the
+    list's last (k-th) entry, the documented approximation; 0 where the item
+    has no uncovered other item (`has_any`). Only the pair chosen is
+    recomputed from the unit vectors (so the value has the exact path's
+    gradient): O(P x (k + D)).
+    """
+    open_ = tf.gather(uncovered, indices, batch_dims=1)                      # [B, P, k]
+    first = tf.argmax(tf.cast(open_, tf.int32), axis=-1, output_type=tf.int32)
+    last = tf.fill(tf.shape(first), tf.shape(indices)[-1] - 1)
+    position = tf.where(tf.reduce_any(open_, -1), first, last)
+    neighbour = tf.gather(indices, position, batch_dims=2)                    # [B, P]
+    value = tf.reduce_sum(units * tf.gather(units, neighbour, batch_dims=1), -1)
     return tf.where(has_any, value, tf.zeros_like(value))
 
 
@@ -187,12 +186,8 @@ def scalable_similarity_features(index, covered, temperatures=()):
     mean_uncovered = tf.where(has_others, total / tf.maximum(others, 1.0),
                               tf.zeros_like(total))
 
-    top_cos = _pair_cosines(units, index.top_indices)
-    bottom_cos = _pair_cosines(units, index.bottom_indices)
-    top_open = tf.gather(uncovered, index.top_indices, batch_dims=1)
-    bottom_open = tf.gather(uncovered, index.bottom_indices, batch_dims=1)
-    max_uncovered = _extreme_uncovered(top_cos, top_open, has_others, largest=True)
-    min_uncovered = _extreme_uncovered(bottom_cos, bottom_open, has_others, largest=False)
+    max_uncovered = _extreme_uncovered(units, index.top_indices, uncovered, has_others)
+    min_uncovered = _extreme_uncovered(units, index.bottom_indices, uncovered, has_others)
 
     features = tf.stack(list(covered_features)
                         + [max_uncovered, mean_uncovered, min_uncovered], axis=-1)
