@@ -48,7 +48,7 @@ _OUTSIDE = 4.0
 SelectionIndex = collections.namedtuple(
     "SelectionIndex",
     ["units",            # [B, P, D] unit-normalised embeddings
-     "unit_sum",         # [B, D] their sum
+     "unit_sum",         # [B, D] their sum, float64
      "log_normalisers",  # [B, P, K] log Z_i(t), one per temperature
      "top_indices",      # [B, P, k] i's k most similar other items, most first
      "bottom_indices"])  # [B, P, k] i's k least similar other items, least first
@@ -121,7 +121,10 @@ def selection_index(embeddings, temperatures=(), neighbours=DEFAULT_NEIGHBOURS,
         return tf.reshape(stacked, [batch, blocks * rows, width])[:, :pool]
 
     top, bottom, log_z = (rows_of(a, w) for a, w in zip(arrays, (k, k, len(temperatures))))
-    return SelectionIndex(units, tf.reduce_sum(units, 1), log_z, top, bottom)
+    # float64: a step subtracts the covered items' units from this sum, and
+    # with few items left uncovered float32 would cancel to ~1e-7 x P.
+    unit_sum = tf.reduce_sum(tf.cast(units, tf.float64), 1)
+    return SelectionIndex(units, unit_sum, log_z, top, bottom)
 
 
 def _covered_items(covered):
@@ -175,8 +178,9 @@ def scalable_similarity_features(index, covered, temperatures=()):
 
     # Mean to the other uncovered items: x_i . (sum of uncovered units), less
     # the item itself when it is uncovered.
-    real_f = tf.cast(real, dtype)
-    uncovered_sum = index.unit_sum - tf.einsum("bld,bl->bd", covered_units, real_f)
+    covered_sum = tf.einsum("bld,bl->bd", tf.cast(covered_units, tf.float64),
+                            tf.cast(real, tf.float64))
+    uncovered_sum = tf.cast(index.unit_sum - covered_sum, dtype)
     self_cosine = tf.reduce_sum(tf.square(units), -1)
     uncovered = tf.logical_not(covered)
     is_uncovered = tf.cast(uncovered, dtype)
