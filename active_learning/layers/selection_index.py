@@ -48,7 +48,8 @@ _OUTSIDE = 4.0
 SelectionIndex = collections.namedtuple(
     "SelectionIndex",
     ["units",            # [B, P, D] unit-normalised embeddings
-     "unit_sum",         # [B, D] their sum, float64
+     "unit_sum",         # [B, D] their sum (float32 rounding of a float64 sum)
+     "unit_sum_residual",  # [B, D] what that rounding lost (float64 = sum + residual)
      "log_normalisers",  # [B, P, K] log Z_i(t), one per temperature
      "top_indices",      # [B, P, k] i's k most similar other items, most first
      "bottom_indices"])  # [B, P, k] i's k least similar other items, least first
@@ -121,10 +122,14 @@ def selection_index(embeddings, temperatures=(), neighbours=DEFAULT_NEIGHBOURS,
         return tf.reshape(stacked, [batch, blocks * rows, width])[:, :pool]
 
     top, bottom, log_z = (rows_of(a, w) for a, w in zip(arrays, (k, k, len(temperatures))))
-    # float64: a step subtracts the covered items' units from this sum, and
-    # with few items left uncovered float32 would cancel to ~1e-7 x P.
+    # In float64: a step subtracts the covered items' units from this sum,
+    # and with few items left uncovered a float32 sum would cancel to an
+    # error of ~1e-7 x P. Kept as two float32 halves, as Keras casts a
+    # layer's float inputs to float32 (and serving carries float32).
     unit_sum = tf.reduce_sum(tf.cast(units, tf.float64), 1)
-    return SelectionIndex(units, unit_sum, log_z, top, bottom)
+    high = tf.cast(unit_sum, units.dtype)
+    low = tf.cast(unit_sum - tf.cast(high, tf.float64), units.dtype)
+    return SelectionIndex(units, high, low, log_z, top, bottom)
 
 
 def _covered_items(covered):
@@ -180,7 +185,9 @@ def scalable_similarity_features(index, covered, temperatures=()):
     # the item itself when it is uncovered.
     covered_sum = tf.einsum("bld,bl->bd", tf.cast(covered_units, tf.float64),
                             tf.cast(real, tf.float64))
-    uncovered_sum = tf.cast(index.unit_sum - covered_sum, dtype)
+    unit_sum = (tf.cast(index.unit_sum, tf.float64)
+                + tf.cast(index.unit_sum_residual, tf.float64))
+    uncovered_sum = tf.cast(unit_sum - covered_sum, dtype)
     self_cosine = tf.reduce_sum(tf.square(units), -1)
     uncovered = tf.logical_not(covered)
     is_uncovered = tf.cast(uncovered, dtype)
