@@ -219,6 +219,27 @@ class ModelTest(tf.test.TestCase, parameterized.TestCase):
                                tf.constant([1, 2]))
         self.assertAllEqual(traced(batch, tf.constant([1, 2]))["actions"], eager["actions"])
 
+    def test_exported_select_answers_as_the_in_memory_model(self):
+        # Serving recomputes the index inside `select` (the signatures are
+        # those of every model); the answer is the in-memory one.
+        from active_learning import steps  # noqa: PLC0415
+        from export.serving import ServingModule  # noqa: PLC0415
+        _, scalable = self._pair("classification")
+        module = ServingModule(scalable)
+        support, labels, _, _ = fakes.small_episode("classification")
+        support = tf.cast(support > 0.8, tf.float32)  # ink drawings, as served
+        begun = module.begin(support)
+        self.assertSameElements(begun.keys(), ("embeddings", "state"))
+        labeled = np.zeros((fakes.B, fakes.P), np.int32)
+        labeled[:, 0] = 1
+        known = np.where(labeled == 1, labels.numpy(), -1).astype(np.int32)
+        served = module.select(begun["embeddings"], begun["state"], known, labeled,
+                               tf.constant(2))
+        eager = steps.select(scalable, begun["embeddings"], begun["state"],
+                             tf.constant(known), tf.constant(labeled), tf.constant(2))
+        self.assertAllClose(served["probabilities"], eager["probabilities"], atol=1e-6)
+        self.assertAllEqual(served["top_k"], eager["top_k"])
+
     def test_config(self):
         for values, message in ((dict(selector_features="fast"), "selector_features must be"),
                                 (dict(selector_neighbours=0), "selector_neighbours must be"),
