@@ -13,7 +13,8 @@ index and the L covered (labelled or pending) items in O(P x L):
 - max / mean / min cosine to the labelled items: exact, from the cosines to
   the (at most L) covered items, gathered.
 - mean cosine to the other unlabelled items: exact, from the sum of all unit
-  embeddings minus those of the covered items.
+  embeddings (O(P x D), recomputed each step) minus those of the covered
+  items.
 - labelled mass at temperature t: exact, the covered items' share
   sum_{j covered, j != i} exp(cos_ij / t) over the per-item normaliser
   Z_i(t) = sum_{j != i} exp(cos_ij / t), kept as log Z_i(t).
@@ -24,7 +25,7 @@ index and the L covered (labelled or pending) items in O(P x L):
   (an upper bound for the max, a lower bound for the min). With
   k >= P - 1 the lists hold every other item and these are exact too.
 
-Gradients: the features recompute each cosine they use from the unit
+Gradients: the features recompute each cosine they use from the
 embeddings (the index only says which pairs: for the max and min to the
 uncovered items, the one pair the stored lists point at), so they
 differentiate like the exact path's, except through log Z_i(t), which is
@@ -47,10 +48,7 @@ _OUTSIDE = 4.0
 
 SelectionIndex = collections.namedtuple(
     "SelectionIndex",
-    ["units",            # [B, P, D] unit-normalised embeddings
-     "unit_sum",         # [B, D] their sum (float32 rounding of a float64 sum)
-     "unit_sum_residual",  # [B, D] what that rounding lost (float64 = sum + residual)
-     "log_normalisers",  # [B, P, K] log Z_i(t), one per temperature
+    ["log_normalisers",  # [B, P, K] log Z_i(t), one per temperature
      "top_indices",      # [B, P, k] i's k most similar other items, most first
      "bottom_indices"])  # [B, P, k] i's k least similar other items, least first
 # The lists' cosines are not kept: a step recomputes the one it needs per item.
@@ -122,14 +120,7 @@ def selection_index(embeddings, temperatures=(), neighbours=DEFAULT_NEIGHBOURS,
         return tf.reshape(stacked, [batch, blocks * rows, width])[:, :pool]
 
     top, bottom, log_z = (rows_of(a, w) for a, w in zip(arrays, (k, k, len(temperatures))))
-    # In float64: a step subtracts the covered items' units from this sum,
-    # and with few items left uncovered a float32 sum would cancel to an
-    # error of ~1e-7 x P. Kept as two float32 halves, as Keras casts a
-    # layer's float inputs to float32 (and serving carries float32).
-    unit_sum = tf.reduce_sum(tf.cast(units, tf.float64), 1)
-    high = tf.cast(unit_sum, units.dtype)
-    low = tf.cast(unit_sum - tf.cast(high, tf.float64), units.dtype)
-    return SelectionIndex(units, high, low, log_z, top, bottom)
+    return SelectionIndex(log_z, top, bottom)
 
 
 def _covered_items(covered):
@@ -162,7 +153,7 @@ def _extreme_uncovered(units, indices, uncovered, has_any):
     return tf.where(has_any, value, tf.zeros_like(value))
 
 
-def scalable_similarity_features(index, covered, temperatures=()):
+def scalable_similarity_features(embeddings, index, covered, temperatures=()):
     """`similarity_features` from a `SelectionIndex`, O(P x (L + k)) per step.
 
     Same layout `[B, P, 6 + K]`: max/mean/min cosine to the covered items,
@@ -170,7 +161,7 @@ def scalable_similarity_features(index, covered, temperatures=()):
     temperature; 0 for an empty set. Only the max and min to uncovered items
     can differ from the exact path (see the module docstring).
     """
-    units = index.units
+    units = unit_vectors(embeddings)
     dtype = units.dtype
     pool = tf.shape(covered)[-1]
     positions = tf.range(pool)
@@ -183,10 +174,13 @@ def scalable_similarity_features(index, covered, temperatures=()):
 
     # Mean to the other uncovered items: x_i . (sum of uncovered units), less
     # the item itself when it is uncovered.
+    # The sum of all units is O(P x D), so a step recomputes it rather than
+    # keep it in the index: that way it carries its gradient. In float64:
+    # with few items left uncovered, a float32 difference of the sums
+    # would cancel to an error of ~1e-7 x P.
+    unit_sum = tf.reduce_sum(tf.cast(units, tf.float64), 1)
     covered_sum = tf.einsum("bld,bl->bd", tf.cast(covered_units, tf.float64),
                             tf.cast(real, tf.float64))
-    unit_sum = (tf.cast(index.unit_sum, tf.float64)
-                + tf.cast(index.unit_sum_residual, tf.float64))
     uncovered_sum = tf.cast(unit_sum - covered_sum, dtype)
     self_cosine = tf.reduce_sum(tf.square(units), -1)
     uncovered = tf.logical_not(covered)

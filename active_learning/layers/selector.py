@@ -115,7 +115,7 @@ class Selector(keras.layers.Layer):
             if index is None:
                 raise ValueError("a scalable selector needs the episode's selection index "
                                  "(`index=`, from `selection_index.selection_index`)")
-            similarities = scalable_similarity_features(index, labeled,
+            similarities = scalable_similarity_features(embeddings, index, labeled,
                                                         self.mass_temperatures)
         else:
             similarities = similarity_features(cosine, labeled, self.mass_temperatures)
