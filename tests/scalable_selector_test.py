@@ -10,6 +10,7 @@ model with the same weights does.
 import dataclasses
 import json
 import sys
+import tempfile
 
 from absl.testing import parameterized
 import keras
@@ -236,12 +237,15 @@ class ModelTest(tf.test.TestCase, parameterized.TestCase):
                                tf.constant([1, 2]))
         self.assertAllEqual(traced(batch, tf.constant([1, 2]))["actions"], eager["actions"])
 
-    def test_exported_select_answers_as_the_in_memory_model(self):
-        # Serving recomputes the index inside `select` (the signatures are
-        # those of every model); the answer is the in-memory one.
+    def test_serving_signatures(self):
+        # `select` rebuilds the index at each call; `selection_index` +
+        # `select_indexed` build it once. All three answer as the in-memory
+        # model, through a saved and loaded SavedModel too.
         from active_learning import steps  # noqa: PLC0415
-        from export.serving import ServingModule  # noqa: PLC0415
-        _, scalable = self._pair("classification")
+        from export.serving import SCALABLE_SIGNATURES, ServingModule  # noqa: PLC0415
+        exact, scalable = self._pair("classification")
+        with self.assertRaisesRegex(ValueError, "selector_features='scalable'"):
+            ServingModule(exact).selection_index(tf.zeros([1, 3, 16]))
         module = ServingModule(scalable)
         support, labels, _, _ = fakes.small_episode("classification")
         support = tf.cast(support > 0.8, tf.float32)  # ink drawings, as served
@@ -250,12 +254,29 @@ class ModelTest(tf.test.TestCase, parameterized.TestCase):
         labeled = np.zeros((fakes.B, fakes.P), np.int32)
         labeled[:, 0] = 1
         known = np.where(labeled == 1, labels.numpy(), -1).astype(np.int32)
-        served = module.select(begun["embeddings"], begun["state"], known, labeled,
-                               tf.constant(2))
-        eager = steps.select(scalable, begun["embeddings"], begun["state"],
-                             tf.constant(known), tf.constant(labeled), tf.constant(2))
-        self.assertAllClose(served["probabilities"], eager["probabilities"], atol=1e-6)
-        self.assertAllEqual(served["top_k"], eager["top_k"])
+        episode = (begun["embeddings"], begun["state"], tf.constant(known),
+                   tf.constant(labeled), tf.constant(2))
+        eager = steps.select(scalable, *episode)
+        index = module.selection_index(begun["embeddings"])
+        self.assertEqual(index["top"].shape, (fakes.B, fakes.P, fakes.P - 1))
+        path = tempfile.mkdtemp(dir=self.get_temp_dir())
+        tf.saved_model.save(module, path, signatures=module.signatures())
+        loaded = tf.saved_model.load(path).signatures
+        self.assertSameElements(loaded.keys(), ("begin", "select", "observe", "predict",
+                                                "metadata") + SCALABLE_SIGNATURES)
+        names = ("embeddings", "state", "labels", "labeled", "k")
+        loaded_index = loaded["selection_index"](embeddings=begun["embeddings"])
+        for answer in (module.select(*episode), module.select_indexed(*episode, *index.values()),
+                       loaded["select_indexed"](**dict(zip(names, episode)), **loaded_index)):
+            self.assertAllClose(answer["probabilities"], eager["probabilities"], atol=1e-6)
+            self.assertAllEqual(answer["top_k"], eager["top_k"])
+        for name, bad, message in (
+                ("top", index["top"] + fakes.P, "`top` must hold item positions in 0..pool-1"),
+                ("bottom", index["bottom"][:, :, :2], "`bottom` must be \\[batch, pool, k\\]"),
+                ("log_normalisers", index["log_normalisers"] * np.nan,
+                 "`log_normalisers` holds NaN")):
+            with self.assertRaisesRegex(tf.errors.InvalidArgumentError, message):
+                module.select_indexed(*episode, **{**index, name: bad})
 
     def test_config(self):
         for values, message in ((dict(selector_features="fast"), "selector_features must be"),
