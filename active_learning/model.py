@@ -7,6 +7,8 @@ the same functions:
 
   begin(support)                                 -> embeddings, state
   select(embeddings, state, labels, labeled)     -> logits over the pool
+  selection_index(embeddings)                    -> the scalable selector's
+                                                    per-episode index (or None)
   select_round(embeddings, state, labels, labeled, k, choose)
                                                  -> k picks made one after another
   observe(embeddings, state, labels, labeled, index, label)
