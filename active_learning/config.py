@@ -17,6 +17,18 @@ ENCODERS = ("conv", "mlp")
 # user's residuals (`layers/prior_predictor.py`).
 RATING_PREDICTORS = ("paper", "prior")
 
+# How the selector computes its item-item features: from the full cosine
+# matrix every step, or from a per-episode index in O(pool x labelled) per
+# step (layers/selector.py, layers/selection_index.py).
+SELECTOR_FEATURES = ("exact", "scalable")
+
+# Fields added after models were exported and sessions saved: `to_json`
+# leaves them out at their default, so the JSON (and with it the metadata
+# signature's model_config and every model fingerprint) of a model that does
+# not use them stays what it was.
+_LATER_FIELDS = {"rating_predictor": "paper", "selector_features": "exact", "selector_neighbours": 32,
+                 "selection_chunk": 1024}
+
 # The Omniglot trainer's default `labelled_mass_temperatures` (the benchmark
 # times the same model).
 OMNIGLOT_LABELLED_MASS_TEMPERATURES = (0.1, 0.3)
@@ -74,6 +86,17 @@ class ModelConfig:
         the share of an item's softmax attention over the pool that falls on
         labelled items (not in the paper; see layers/selector.py). Empty:
         the paper's six cosine features only.
+      selector_features: "exact" (the default, the reference): the
+        selector's item-item features from the pool's full cosine matrix,
+        P^2 cosines per step. "scalable": from a per-episode selection
+        index (`layers/selection_index.py`), O(P x labelled) per step; the
+        same features, except that max/min cosine to the unlabelled items
+        is approximated when all of an item's `selector_neighbours` nearest
+        (farthest) items are labelled. Same weights either way.
+      selector_neighbours: k, the nearest and farthest items the scalable
+        index keeps per item; with k >= pool - 1 it matches "exact".
+      selection_chunk: rows per block when the scalable index is built
+        (memory O(batch x chunk x pool)).
     """
 
     task: str = "classification"
@@ -96,6 +119,9 @@ class ModelConfig:
     item_prior: bool = False
     rating_predictor: str = "paper"
     labelled_mass_temperatures: tuple = ()
+    selector_features: str = "exact"
+    selector_neighbours: int = 32
+    selection_chunk: int = 1024
 
     def __post_init__(self):
         # JSON gives a list; a tuple keeps the frozen config hashable.
@@ -117,6 +143,12 @@ class ModelConfig:
         if any(not t > 0 for t in self.labelled_mass_temperatures):
             raise ValueError("labelled_mass_temperatures must be > 0, got "
                              f"{list(self.labelled_mass_temperatures)}")
+        if self.selector_features not in SELECTOR_FEATURES:
+            raise ValueError(f"selector_features must be one of {SELECTOR_FEATURES}, got "
+                             f"{self.selector_features!r}")
+        for name in ("selector_neighbours", "selection_chunk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.task == "classification" and self.max_classes < 2:
@@ -164,10 +196,9 @@ class ModelConfig:
 
     def to_json(self):
         values = dataclasses.asdict(self)
-        # Written only when not the paper's: the files and fingerprints of
-        # models made before the option existed stay byte for byte the same.
-        if values["rating_predictor"] == "paper":
-            del values["rating_predictor"]
+        for name, default in _LATER_FIELDS.items():
+            if values[name] == default:
+                del values[name]
         return json.dumps(values, indent=2, sort_keys=True)
 
     @classmethod

@@ -7,6 +7,8 @@ the same functions:
 
   begin(support)                                 -> embeddings, state
   select(embeddings, state, labels, labeled)     -> logits over the pool
+  selection_index(embeddings)                    -> the scalable selector's
+                                                    per-episode index (or None)
   select_round(embeddings, state, labels, labeled, k, choose)
                                                  -> k picks made one after another
   observe(embeddings, state, labels, labeled, index, label)
@@ -31,6 +33,7 @@ from active_learning import layers as al_layers
 from active_learning.config import ModelConfig
 from active_learning.layers import prior_predictor
 from active_learning.layers.masked import cosine_matrix
+from active_learning.layers import selection_index as selection_index_lib
 
 # Smoothing for log-likelihood rewards: a class that no labelled item carries
 # has probability 0 under a convex combination of one-hot labels.
@@ -72,6 +75,7 @@ class ActiveMatchingNetwork(keras.Model):
         self.controller = al_layers.Controller(c.units, name="controller")
         self.selector = al_layers.Selector(c.embed_dim, c.units,
                                            mass_temperatures=c.labelled_mass_temperatures,
+                                           features=c.selector_features,
                                            name="selector")
         self.fast_predictor = al_layers.FastPredictor(c.embed_dim, c.units,
                                                     name="fast_predictor")
@@ -183,6 +187,22 @@ class ActiveMatchingNetwork(keras.Model):
         """Cosine matrix among pool items, computed once per episode (3.2.5)."""
         return cosine_matrix(self.features(embeddings))
 
+    def selection_index(self, embeddings):
+        """The per-episode `SelectionIndex` of a scalable selector; None for the
+        exact one (`config.selector_features`).
+
+        What the scalable selector needs of the whole pool, computed once per
+        episode in row blocks (O(P^2) work, bounded memory); pass it to
+        `select`/`select_round` as `index=` so that each step costs
+        O(P x labelled), as `cosine=` is passed to the exact path.
+        """
+        c = self.config
+        if c.selector_features != "scalable":
+            return None
+        return selection_index_lib.selection_index(
+            self.features(embeddings), c.labelled_mass_temperatures, neighbours=c.selector_neighbours,
+            chunk=c.selection_chunk)
+
     def label_vectors(self, labels, labeled):
         """Labels as vectors to combine: one-hot classes or ratings [B, P, L]."""
         mask = tf.cast(labeled, tf.float32)[..., None]
@@ -213,7 +233,8 @@ class ActiveMatchingNetwork(keras.Model):
             return vectors
         return tf.squeeze(vectors, -1)
 
-    def select(self, embeddings, state, labels, labeled, cosine=None, pending=None):
+    def select(self, embeddings, state, labels, labeled, cosine=None, pending=None,
+               index=None):
         """Selection logits [B, P]; labelled items get a logit of -1e9.
 
         `pending` [B, P] (optional): items already picked in this round of a
@@ -223,11 +244,20 @@ class ActiveMatchingNetwork(keras.Model):
         cosine and labelled-mass features on the labelled side and get a
         logit of -1e9, so the next pick moves away from them. With no pending
         item this is the sequential selector, op for op.
+
+        `cosine` (exact selector) or `index` (scalable selector,
+        `selection_index`): the episode's precomputed similarities, computed
+        here when not given; the other one is not read.
         """
         del labels  # selection sees which items are labelled, not the labels
+        covered = labeled if pending is None else tf.logical_or(labeled, pending)
+        if self.config.selector_features == "scalable":
+            if index is None:
+                index = self.selection_index(embeddings)
+            return self.selector(self.features(embeddings), self.controller.hidden(state),
+                                 None, covered, index=index)
         if cosine is None:
             cosine = self.similarities(embeddings)
-        covered = labeled if pending is None else tf.logical_or(labeled, pending)
         return self.selector(self.features(embeddings), self.controller.hidden(state), cosine,
                              covered)
 
@@ -245,7 +275,7 @@ class ActiveMatchingNetwork(keras.Model):
 
     def select_round(self, embeddings, state, labels, labeled, k, choose=None,
                      cosine=None, read_pending=True, record=None, record_keys=(),
-                     first_logits=None):
+                     first_logits=None, index=None):
         """Picks `k` items one after another, each conditioned on the earlier ones.
 
         Batch-mode querying (annotators label k items at a time). The paper
@@ -268,18 +298,25 @@ class ActiveMatchingNetwork(keras.Model):
             records log-probabilities there).
           first_logits: the sequential `select` logits of this state, when
             the caller has them already (serving).
+          cosine, index: the episode's similarities, as for `select`.
 
         Returns:
           (indices `[B, k]` int32 in the order picked, logits of the first pick
           `[B, P]` (the sequential selection distribution), `{key: [B, k]}`).
         """
-        if cosine is None:
+        # Not `index`: the loop body's name for a pick.
+        pool_index = index
+        if self.config.selector_features == "scalable":
+            if pool_index is None:
+                pool_index = self.selection_index(embeddings)
+        elif cosine is None:
             cosine = self.similarities(embeddings)
         if choose is None:
             def choose(pick):
                 return tf.argmax(pick.logits, axis=-1, output_type=tf.int32)
         pending = tf.zeros_like(labeled)
-        first = (self.select(embeddings, state, labels, labeled, cosine=cosine)
+        first = (self.select(embeddings, state, labels, labeled, cosine=cosine,
+                             index=pool_index)
                  if first_logits is None else first_logits)
         # A static bound where k is known (training): XLA needs one to
         # differentiate through the loop.
@@ -294,7 +331,7 @@ class ActiveMatchingNetwork(keras.Model):
             logits = tf.cond(
                 tf.equal(j, 0), lambda: first,
                 lambda: self.select(embeddings, state_j, labels, labeled, cosine=cosine,
-                                    pending=pending))
+                                    pending=pending, index=pool_index))
             now = RoundPick(j, state_j, pending, logits, first)
             index = tf.cast(choose(now), tf.int32)
             if record is not None:

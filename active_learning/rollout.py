@@ -70,6 +70,8 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
     embeddings, state = model.contextualise(encoded[0], episode.support)
     query_embeddings = encoded[1]
     cosine = model.similarities(embeddings)
+    # The scalable selector's per-episode index (None for the exact one).
+    pool_index = model.selection_index(embeddings)
     shape = tf.shape(support_labels)
     labeled = tf.zeros(shape, tf.bool)
     if task == "classification":
@@ -86,7 +88,8 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
                                      labels, labeled)[0]
 
     def step(t, state, labels, labeled, arrays):
-        logits = model.select(embeddings, state, labels, labeled, cosine=cosine)
+        logits = model.select(embeddings, state, labels, labeled, cosine=cosine,
+                              index=pool_index)
         log_p = tf.nn.log_softmax(logits, axis=-1)
         ctx = StepContext(model, embeddings, state, labels, labeled, cosine, logits,
                           episode.support, support_labels, episode.queries, query_labels,
@@ -169,7 +172,7 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
             ("imitation_log_probs",) if oracle is not None else ())
         indices, _, picks = model.select_round(
             embeddings, state, labels, labeled, k_round, choose=choose, cosine=cosine,
-            record=record_pick, record_keys=pick_keys)
+            record=record_pick, record_keys=pick_keys, index=pool_index)
         indices = tf.stop_gradient(indices)
         record = {
             "actions": indices,

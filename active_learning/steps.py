@@ -16,6 +16,13 @@ an int32 0/1 mask.
                                                      -> probabilities | ratings
   metadata(model, fingerprint, ...)                  -> task, sizes, configs, ...
 
+Models with `selector_features="scalable"` have two more steps, so that the
+per-episode selection index (O(P^2) work) is built once and each select is
+O(P x labelled):
+
+  selection_index(model, embeddings)                 -> top, bottom, log_normalisers
+  select(model, ..., k, pool_index=wire_index(top, bottom, log_normalisers))
+
 `export.serving.ServingModule` traces these functions into the signatures
 behind its in-graph input checks, and `ActiveSession`'s in-memory backend
 calls them eagerly, so the two answer alike by construction. They check
@@ -32,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 import active_learning
+from active_learning.layers.selection_index import SelectionIndex
 
 
 class ItemVocabulary:
@@ -124,7 +132,22 @@ def begin(model, items):
     return {"embeddings": embeddings, "state": state}
 
 
-def select(model, embeddings, state, labels, labeled, k):
+def selection_index(model, embeddings):
+    """A scalable model's per-episode `SelectionIndex` as wire tensors:
+    {top `[B, P, k]` int32, bottom `[B, P, k]` int32, log_normalisers
+    `[B, P, K]` float32} (`layers/selection_index.py`)."""
+    index = model.selection_index(embeddings)
+    return {"top": index.top_indices, "bottom": index.bottom_indices,
+            "log_normalisers": index.log_normalisers}
+
+
+def wire_index(top, bottom, log_normalisers):
+    """The `SelectionIndex` of `selection_index`'s wire tensors."""
+    return SelectionIndex(log_normalisers=log_normalisers, top_indices=top,
+                          bottom_indices=bottom)
+
+
+def select(model, embeddings, state, labels, labeled, k, pool_index=None):
     """The selection distribution and `k` items chosen jointly (paper 3.2.4).
 
     Returns {probabilities `[B, P]` (0 on labelled items, the first pick's
@@ -132,16 +155,19 @@ def select(model, embeddings, state, labels, labeled, k):
     chosen greedily one after another, each seeing the earlier ones as
     pending (`ActiveMatchingNetwork.select_round`), so a batch spreads over
     the pool as k single picks would.
+
+    `pool_index`: a scalable model's `SelectionIndex` of this episode
+    (built here when not given; an exact model ignores it).
     """
     mask = tf.equal(labeled, 1)
-    logits = model.select(embeddings, state, labels, mask)
+    logits = model.select(embeddings, state, labels, mask, index=pool_index)
     index = tf.argmax(logits, -1, output_type=tf.int32)
     # k = 1 (the common stepwise call) skips the loop's machinery: the
     # round's first pick is exactly the sequential argmax.
     top_k = tf.cond(
         tf.equal(k, 1), lambda: index[:, None],
         lambda: model.select_round(embeddings, state, labels, mask, k,
-                                   first_logits=logits)[0])
+                                   first_logits=logits, index=pool_index)[0])
     # The model already puts NEG_INF on labelled items, so exp() is exactly
     # 0 there; the where() makes that a guarantee of the interface.
     probabilities = tf.where(mask, 0.0, tf.nn.softmax(logits, axis=-1))

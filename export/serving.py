@@ -16,6 +16,15 @@ outputs are flat, named, JSON-friendly tensors with a leading batch dimension
   metadata(dummy)                                 -> task, sizes, configs,
                                                      fingerprint, ...
 
+Models built with `selector_features="scalable"` have two more signatures
+(every other model's signatures are unchanged). `select` rebuilds their
+per-episode selection index at every call (P^2 cosines); a client with a
+large pool builds it once instead and sends it back with each select:
+
+  selection_index(embeddings)                     -> top, bottom, log_normalisers
+  select_indexed(embeddings, state, labels, labeled, k, top, bottom,
+                 log_normalisers)                 -> as select, O(P x labelled)
+
 `labeled` is an int32 0/1 mask rather than a bool tensor: plain numbers are
 what every JSON client writes without thinking. `labels` are int32 classes
 (-1 = unknown) for classification and float32 ratings for the ratings task.
@@ -48,6 +57,9 @@ from active_learning import steps
 from active_learning.backends import SIGNATURES
 from active_learning.config import MAX_MEAN_PIXEL, PIXEL_CONTRACT
 from active_learning.fingerprint import model_fingerprint
+
+# The extra signatures of a model with `selector_features="scalable"`.
+SCALABLE_SIGNATURES = ("selection_index", "select_indexed")
 
 # How many entries of an offending tensor an assertion message prints.
 _SUMMARIZE = 16
@@ -190,9 +202,14 @@ class ServingModule(tf.Module):
         # needs them only as signatures, and `tf.saved_model.save` would
         # otherwise trace every attached function a second time (a few
         # seconds per export).
+        self._scalable = config.selector_features == "scalable"
         self._functions = types.SimpleNamespace(
             begin=function(self._begin, spec(item_dtype)),
             select=function(self._select, emb, state, labels, labeled, spec(tf.int32)),
+            selection_index=function(self._selection_index, emb),
+            select_indexed=function(self._select_indexed, emb, state, labels, labeled,
+                                    spec(tf.int32), spec(tf.int32), spec(tf.int32),
+                                    spec(tf.float32)),
             observe=function(self._observe, emb, state, labels, labeled, spec(tf.int32),
                              spec(label_dtype)),
             predict=function(self._predict, emb, state, labels, labeled, spec(item_dtype)),
@@ -206,6 +223,24 @@ class ServingModule(tf.Module):
     def select(self, embeddings, state, labels, labeled, k):
         """-> {probabilities, index, top_k}."""
         return self._functions.select(embeddings, state, labels, labeled, k)
+
+    def selection_index(self, embeddings):
+        """Scalable models: -> {top, bottom, log_normalisers}."""
+        self._require_scalable("selection_index")
+        return self._functions.selection_index(embeddings)
+
+    def select_indexed(self, embeddings, state, labels, labeled, k, top, bottom,
+                       log_normalisers):
+        """Scalable models: `select` with the episode's selection index."""
+        self._require_scalable("select_indexed")
+        return self._functions.select_indexed(embeddings, state, labels, labeled, k, top,
+                                              bottom, log_normalisers)
+
+    def _require_scalable(self, name):
+        if not self._scalable:
+            raise ValueError(f"`{name}` is a signature of models built with "
+                             "selector_features='scalable'; this model's selector reads "
+                             "the cosine matrix (use `select`)")
 
     def observe(self, embeddings, state, labels, labeled, index, label):
         """-> {state, labels, labeled}."""
@@ -230,8 +265,9 @@ class ServingModule(tf.Module):
         Also tracks the variables those functions capture, so that saving
         this module saves exactly them.
         """
+        names = SIGNATURES + (SCALABLE_SIGNATURES if self._scalable else ())
         functions = {name: getattr(self._functions, name).get_concrete_function()
-                     for name in SIGNATURES}
+                     for name in names}
         captured, seen = [], set()
         for function in functions.values():
             for variable in function.variables:
@@ -460,28 +496,92 @@ class ServingModule(tf.Module):
         support = _static(support, self._item_shape)
         return steps.begin(self.model, self._items("begin", "support", support))
 
-    def _select(self, embeddings, state, labels, labeled, k):
-        fn = "select"
+    def _select(self, embeddings, state, labels, labeled, k, index=None, fn="select"):
         episode = (embeddings, state, labels, labeled)
+        index = index or ()
 
         def values():
             unlabeled = tf.reduce_sum(tf.cast(tf.equal(labeled, 0), tf.int32), -1)
             return self._value_checks(fn, labels, labeled) + [
-                (k >= 1, "select: input `k` must be >= 1; got", k),
+                (k >= 1, f"{fn}: input `k` must be >= 1; got", k),
                 (tf.reduce_all(k <= unlabeled),
-                 "select: input `k` must not exceed the number of unlabelled items of "
-                 "any episode; got k =", k, "unlabelled items per episode:", unlabeled)]
+                 f"{fn}: input `k` must not exceed the number of unlabelled items of "
+                 "any episode; got k =", k, "unlabelled items per episode:", unlabeled)
+            ] + (self._index_value_checks(fn, embeddings, *index) if index else [])
 
-        embeddings, state, labels, labeled, k = _validated([
+        shapes = lambda: self._episode_checks(fn, *episode) + (  # noqa: E731
+            self._index_shape_checks(fn, embeddings, *index) if index else [])
+        embeddings, state, labels, labeled, k, *index = _validated([
             lambda: self._episode_ranks(fn, *episode) + self._rank_checks(
-                fn, [("k", k, 0, "(a scalar)")]),
-            lambda: self._episode_checks(fn, *episode),
+                fn, [("k", k, 0, "(a scalar)")] + [
+                    (name, t, 3, "[batch, pool, n]")
+                    for name, t in zip(("top", "bottom", "log_normalisers"), index)]),
+            shapes,
             values,
-        ], [embeddings, state, labels, labeled, k])
+        ], [embeddings, state, labels, labeled, k, *index])
         embeddings, state, labels, labeled = self._episode_shapes(
             embeddings, state, labels, labeled)
         k = _static(k, [])
-        return steps.select(self.model, embeddings, state, labels, labeled, k)
+        if index:
+            index = steps.wire_index(*(_static(t, [None, None, None]) for t in index))
+        return steps.select(self.model, embeddings, state, labels, labeled, k,
+                            pool_index=index or None)
+
+    # ------------------------------------------- scalable models' signatures
+    def _index_width(self, embeddings):
+        """k of the index of a pool: min(neighbours, P - 1), at least 1."""
+        pool = _dims(embeddings, 2)[1]
+        return tf.maximum(tf.minimum(int(self._config.selector_neighbours), pool - 1), 1)
+
+    def _index_shape_checks(self, fn, embeddings, top, bottom, log_normalisers):
+        e = _dims(embeddings, 2)
+        lists = tf.stack([e[0], e[1], self._index_width(embeddings)])
+        temperatures = len(self._config.labelled_mass_temperatures)
+        return [
+            (tf.reduce_all(tf.equal(_dims(t, 3), lists)),
+             f"{fn}: input `{name}` must be [batch, pool, k] as `selection_index` gave it "
+             "for these embeddings; got shape", tf.shape(t), "expected", lists)
+            for name, t in (("top", top), ("bottom", bottom))
+        ] + [(tf.reduce_all(tf.equal(_dims(log_normalisers, 3),
+                                     tf.stack([e[0], e[1], temperatures]))),
+              f"{fn}: input `log_normalisers` must be [batch, pool, {temperatures}] as "
+              "`selection_index` gave it; got shape", tf.shape(log_normalisers))]
+
+    def _index_value_checks(self, fn, embeddings, top, bottom, log_normalisers):
+        pool = tf.shape(embeddings)[1]
+        return [
+            (tf.reduce_all(tf.logical_and(t >= 0, t < pool)),
+             f"{fn}: input `{name}` must hold item positions in 0..pool-1 (pass the "
+             "output of `selection_index` unchanged); pool size", pool)
+            for name, t in (("top", top), ("bottom", bottom))
+        ] + [(tf.reduce_all(tf.math.is_finite(log_normalisers)),
+              f"{fn}: input `log_normalisers` holds NaN or Inf values; pass the output "
+              "of `selection_index` unchanged")]
+
+    def _selection_index(self, embeddings):
+        fn = "selection_index"
+        e = _dims(embeddings, 3)
+        (embeddings,) = _validated([
+            lambda: self._rank_checks(fn, [("embeddings", embeddings, 3,
+                                            "[batch, pool, embed_dim]")]),
+            lambda: [
+                (tf.logical_and(e[0] > 0, e[1] > 0),
+                 f"{fn}: input `embeddings` must hold at least one episode and one item; "
+                 "got shape", tf.shape(embeddings)),
+                (tf.equal(e[2], self._embed_dim),
+                 f"{fn}: input `embeddings` must be [batch, pool, {self._embed_dim}] (from "
+                 "`begin`); got shape", tf.shape(embeddings)),
+                (tf.reduce_all(tf.math.is_finite(embeddings)),
+                 f"{fn}: input `embeddings` holds NaN or Inf values; pass the `embeddings` "
+                 "output of `begin` unchanged")],
+        ], [embeddings])
+        embeddings = _static(embeddings, [None, None, self._embed_dim])
+        return steps.selection_index(self.model, embeddings)
+
+    def _select_indexed(self, embeddings, state, labels, labeled, k, top, bottom,
+                        log_normalisers):
+        return self._select(embeddings, state, labels, labeled, k,
+                            index=(top, bottom, log_normalisers), fn="select_indexed")
 
     def _observe(self, embeddings, state, labels, labeled, index, label):
         fn = "observe"

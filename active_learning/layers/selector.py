@@ -18,12 +18,20 @@ docs/results.md). Besides entering d_i, each labelled mass adds to the logit
 through a learned weight of its own, started at MASS_LOGIT_INIT: through
 the gated product alone (a unit-gain weight-normed projection over 70-odd
 features) the policy learned to use it only weakly.
+
+Two ways to compute the item-item features (`ModelConfig.selector_features`):
+"exact", from the pool's full cosine matrix at every step (the reference),
+and "scalable", from a per-episode `selection_index.SelectionIndex` in
+O(P x L) per step for L labelled items (see `layers/selection_index.py` for
+what it computes exactly and what it approximates).
 """
 
 import keras
 import tensorflow as tf
 
+from active_learning.config import SELECTOR_FEATURES
 from active_learning.layers.masked import NEG_INF, masked_max_mean_min
+from active_learning.layers.selection_index import scalable_similarity_features
 from active_learning.layers.weight_norm import WeightNormDense
 
 NUM_SIMILARITY_FEATURES = 6
@@ -70,8 +78,12 @@ def similarity_features(cosine, labeled, mass_temperatures=()):
 class Selector(keras.layers.Layer):
     """Returns masked selection logits `[B, P]` (NEG_INF on labelled items)."""
 
-    def __init__(self, embed_dim, control_units, mass_temperatures=(), **kwargs):
+    def __init__(self, embed_dim, control_units, mass_temperatures=(), features="exact",
+                 **kwargs):
         super().__init__(**kwargs)
+        if features not in SELECTOR_FEATURES:
+            raise ValueError(f"features must be one of {SELECTOR_FEATURES}, got {features!r}")
+        self.features = features
         self.embed_dim = int(embed_dim)
         self.control_units = int(control_units)
         self.mass_temperatures = tuple(float(t) for t in mass_temperatures)
@@ -92,10 +104,21 @@ class Selector(keras.layers.Layer):
                 initializer=keras.initializers.Constant(MASS_LOGIT_INIT))
         self.built = True
 
-    def call(self, embeddings, control, cosine, labeled):
-        """embeddings [B,P,D], control [B,H], cosine [B,P,P], labeled [B,P]."""
+    def call(self, embeddings, control, cosine, labeled, index=None):
+        """embeddings [B,P,D], control [B,H], cosine [B,P,P], labeled [B,P].
+
+        With `features="scalable"`, `index` is the episode's `SelectionIndex`
+        and `cosine` is not read (None is fine).
+        """
         item_control = embeddings * self.controller_map(control)[:, None, :]
-        similarities = similarity_features(cosine, labeled, self.mass_temperatures)
+        if self.features == "scalable":
+            if index is None:
+                raise ValueError("a scalable selector needs the episode's selection index "
+                                 "(`index=`, from `selection_index.selection_index`)")
+            similarities = scalable_similarity_features(embeddings, index, labeled,
+                                                        self.mass_temperatures)
+        else:
+            similarities = similarity_features(cosine, labeled, self.mass_temperatures)
         features = tf.concat([item_control, similarities], -1)
         gated = self.gate(control)[:, None, :] * features
         logits = tf.squeeze(self.score(gated), -1)
