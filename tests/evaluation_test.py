@@ -19,6 +19,7 @@ import tensorflow as tf  # noqa: E402
 
 from active_learning import checkpoints  # noqa: E402
 from active_learning import evaluation  # noqa: E402
+from active_learning.evaluation import cold_start  # noqa: E402
 from active_learning.data import latent_factors  # noqa: E402
 from active_learning.data import movielens  # noqa: E402
 from active_learning.policies import make_policy  # noqa: E402
@@ -316,6 +317,59 @@ class Figure4Test(tf.test.TestCase):
         self.assertTrue(paths["json"].endswith("figure4_movie_bias_baselines.json"))
         with self.assertRaisesRegex(ValueError, "baseline_prior"):
             evaluation.run_figure4(None, episodes, baseline_prior="nonsense")
+
+
+class ColdStartTest(tf.test.TestCase):
+
+    def test_per_user_pools_each_users_episodes(self):
+        squared = np.array([[1.0, 4.0], [9.0, 0.0], [4.0, 4.0]])
+        values, ids = cold_start.per_user(squared, np.array([7, 3, 7]))
+        self.assertAllEqual(ids, [3, 7])
+        # User 7: sqrt of the mean of (1, 4) and (4, 4), not the mean of the RMSEs.
+        self.assertAllClose(values, [[3.0, 0.0], [np.sqrt(2.5), 2.0]])
+
+    def test_bias_model_and_orders(self):
+        _, episodes = tiny_movielens()
+        factors = episodes.factors
+        factors.movie_bias[:] = np.linspace(-1, 1, len(factors.movie_bias))
+        test = evaluation.collect_rating_episodes(episodes.make_sampler("test", 0), 5, 5,
+                                                  keys=("user_index",))
+        prior = factors.global_bias + factors.movie_bias
+        # A user who rates everything 0.7 above its prior: the offset is exact.
+        shifted = dict(test, support_labels=prior[test["support"]] + 0.7)
+        orders = evaluation.random_orders(5, test["support"].shape[1], 0)
+        predictions = cold_start.bias_model(shifted, orders, 3, factors)
+        self.assertAllClose(predictions, prior[test["queries"]] + 0.7, atol=1e-5)
+        self.assertAllClose(cold_start.bias_model(test, orders, 0, factors),
+                            prior[test["queries"]])
+        scores = np.arange(len(prior), dtype=np.float32)
+        order = cold_start.score_orders(scores, test["support"])
+        ranked = np.take_along_axis(scores[test["support"]], order, 1)
+        self.assertTrue(np.all(np.diff(ranked, axis=1) <= 0))
+
+    def test_record_rows_checks_and_outputs(self):
+        model, episodes = tiny_movielens()
+        record = evaluation.run_cold_start(
+            [("learned", "learned", model, "greedy"), ("random", "random", model, "random")],
+            episodes, num_steps=2, num_episodes=6, batch_size=3, tune_episodes=4)
+        keys = [r["key"] for r in record["rows"]]
+        self.assertEqual(keys[:1] + keys[-2:], ["global_mean", "learned", "random"])
+        self.assertIn("fold_in_random", keys)
+        for row in record["rows"]:
+            self.assertLen(row["rmse"], 2)
+            self.assertTrue(all(np.isfinite(row["rmse"] + row["ci"])), row["label"])
+        glob = record["rows"][0]
+        self.assertEqual(glob["rmse"][0], glob["rmse"][1])   # asks nothing
+        checks = record["checks"]
+        best = min((r for r in record["rows"] if r["kind"] == "baseline"),
+                   key=lambda r: r["rmse"][-1])
+        self.assertEqual(checks["best_baseline"], best["label"])
+        self.assertAllClose(checks["ratio_to_best_baseline"],
+                            record["rows"][-2]["rmse"][-1] / best["rmse"][-1])
+        self.assertIn(2, checks["versus_random_picks"])
+        paths = evaluation.write_outputs(self.get_temp_dir(), record)
+        with open(paths["md"], encoding="utf-8") as f:
+            self.assertIn("best classic baseline", f.read())
 
 
 if __name__ == "__main__":

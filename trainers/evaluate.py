@@ -26,6 +26,11 @@ and budget default to what the run recorded in `run_config.json`.
   --ways-way, or MovieLens): the learned policy picking k jointly, the top k
   of its sequential ranking, random k, greedy k-centre (batch Min-Max-Cos),
   the oracle, and the same model asked one label at a time.
+- cold_start (MovieLens): the classic cold-start baselines (global mean,
+  bias model, latent-factor fold-in; random, Popularity and Popular-Entropy
+  picks) beside the first --model_dir's learned picks, each
+  --heuristic_model_dir (e.g. random=DIR: the same predictor trained with
+  random picks) and any further --model_dir; RMSE per user, CIs over users.
 
 Same --seed, same episodes, same numbers. Writes <name>.json, .csv, .png and
 .md into --output_dir, and prints the markdown table.
@@ -42,7 +47,7 @@ from active_learning import evaluation
 from active_learning import run_config as run_configs
 from active_learning.data import latent_factors
 
-FIGURES = ("table1", "figure3", "figure4", "batch")
+FIGURES = ("table1", "figure3", "figure4", "batch", "cold_start")
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -178,6 +183,8 @@ def run(fv):
 
     if figure == "batch":
         record = _batch(fv, main, data_dir, common)
+    elif figure == "cold_start":
+        record = _cold_start(fv, models, heuristics, data_dir, common)
     elif figure in ("table1", "figure3"):
         episodes = _class_episodes(fv, main, data_dir)
         logging.info("%s: %s", data_dir or main.run_config.data.source,
@@ -219,6 +226,40 @@ def run(fv):
     if main.task == "classification":
         record["episode_classes"] = fv.episode_classes
     return _finish(fv, record, start)
+
+
+def _cold_start(fv, models, heuristics, data_dir, common):
+    """The classic cold-start baselines and the models, with statistics over users.
+
+    Rows: the first --model_dir driven greedily (the learned policy), each
+    --heuristic_model_dir driven by its policy (the same predictor trained
+    with that policy), then every further --model_dir driven greedily (e.g.
+    the paper-predictor model).
+    """
+    main = models[0]
+    if main.task != "regression":
+        raise SystemExit("--figure=cold_start needs a ratings (MovieLens) model")
+    factors_path = fv.latent_factors or (
+        os.path.join(main.path, latent_factors.DEFAULT_FILENAME)
+        if main.kind == "model_dir" else None)
+    episodes = evaluation.movielens_episodes(main.run_config, data_dir,
+                                             vocabulary=main.vocabulary,
+                                             latent_factors_path=factors_path)
+
+    def name(model):
+        return ("prior-aware predictor" if model.model.config.rating_predictor == "prior"
+                else "paper predictor")
+
+    rows = [("learned", f"Active MN, learned picks ({name(main)})", main, "greedy")]
+    rows += [(policy, f"{policy} picks, own model ({name(model)})", model, policy)
+             for policy, model in heuristics.items()]
+    rows += [(f"model{i}", f"Active MN, learned picks ({name(m)}: {m.short_name()})", m, "greedy")
+             for i, m in enumerate(models[1:], 1)]
+    return evaluation.run_cold_start(
+        rows, episodes,
+        num_steps=fv.budget or _recorded(main, lambda r: r.episodes.budget, "budget"),
+        batch_size=fv.batch_size or 50, tune_episodes=fv.tune_episodes,
+        num_episodes=common["num_episodes"], seed=common["seed"], split=common["split"])
 
 
 def _class_episodes(fv, main, data_dir):

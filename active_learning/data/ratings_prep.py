@@ -242,6 +242,13 @@ def prepare(ratings, num_movies=4000, num_users=6000, support_size=50,
         **raw)
 
 
+def training_counts(data):
+    """`[M]` float32: how many training users rated each movie (Popularity picks)."""
+    users = data.train
+    return np.bincount(users.items[users.valid_mask()],
+                       minlength=data.num_movies).astype(np.float32)
+
+
 def popularity_entropy(data):
     """Popular-Entropy score of every movie, from training users only.
 

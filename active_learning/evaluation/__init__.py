@@ -15,12 +15,15 @@ module:
 - `experiments`: Table 1, Figure 3, Figure 4 (Bachman et al., ICML 2017)
   and the batch-query table.
 - `rating_baselines`: Figure 4's Regression and Gaussian Process series.
+- `cold_start`: the classic cold-start baselines (global mean, bias model,
+  latent-factor fold-in) beside the models, statistics over test users.
 - `paper`: the paper's published numbers.
 - `reports`, `plots`: a record as CSV, JSON, Markdown and PNG.
 
 The names callers use are re-exported here (`evaluation.run_table1`, ...).
 """
 
+from active_learning.evaluation.cold_start import cold_start_markdown, run_cold_start
 from active_learning.evaluation.experiments import (BATCH_ROWS, check_classification,
                                                     run_batch_table, run_figure3,
                                                     run_figure4, run_table1)
@@ -55,11 +58,11 @@ __all__ = [
     "DEFAULT_RIDGE_GRID", "EVAL_POLICY_NAMES", "FIGURE4_HEURISTICS", "LoadedModel",
     "MARKDOWN", "MovieLensEpisodes", "PAPER_FIGURE4_IMPROVEMENT_PCT", "PAPER_TABLE1",
     "ProgressLog", "Series", "TABLE1_ROWS", "Z_95", "batch_markdown", "check_classification",
-    "class_episodes", "collect_rating_episodes", "csv_rows", "episode_seed",
+    "class_episodes", "cold_start_markdown", "collect_rating_episodes", "csv_rows", "episode_seed",
     "evaluate_policy", "evaluate_rating_baseline", "evaluate_series", "figure3_markdown",
     "figure4_markdown", "gp_variance_orders", "is_saved_model", "load_evaluation_model",
     "machine_description", "make_eval_policy", "make_rollout_fn", "mean_and_ci",
     "measure_baselines", "movielens_episodes", "output_name", "plot_record",
-    "random_orders", "resolve_data_dir", "run_batch_table",
+    "random_orders", "resolve_data_dir", "run_batch_table", "run_cold_start",
     "run_figure3", "run_figure4", "run_table1", "table1_markdown", "write_outputs",
 ]

@@ -81,7 +81,7 @@ def plot_record(record, path):
         right.set_title(f"tested {ways}-way", fontsize=9)
         _integer_ticks(left, right)
         right.legend(fontsize=7)
-    elif figure == "figure4":
+    elif figure in ("figure4", "cold_start"):
         fig = _new_figure(5.0, 3.6)
         axes = fig.add_subplot()
         x = np.asarray(record["labels"])

@@ -29,10 +29,11 @@ DEFAULT_GP_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 BASELINE_PRIORS = ("global", "movie_bias")
 
 
-def collect_rating_episodes(make_sampler, num_episodes, batch_size):
-    """The episodes `evaluate_policy` sees from `make_sampler()`, as numpy arrays."""
+def collect_rating_episodes(make_sampler, num_episodes, batch_size, keys=()):
+    """The episodes `evaluate_policy` sees from `make_sampler()`, as numpy arrays
+    (and the extra episode fields `keys`, e.g. "user_index")."""
     sampler = make_sampler()
-    keys = ("support", "support_labels", "queries", "query_labels")
+    keys = ("support", "support_labels", "queries", "query_labels") + tuple(keys)
     parts = {k: [] for k in keys}
     for _ in range(max(1, math.ceil(num_episodes / batch_size))):
         batch = sampler.sample(batch_size)

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from active_learning import checkpoints
+from active_learning.evaluation.cold_start import cold_start_markdown
 from active_learning.evaluation.plots import plot_record
 
 
@@ -167,7 +168,8 @@ def batch_markdown(record):
 
 
 MARKDOWN = {"table1": table1_markdown, "figure3": figure3_markdown,
-            "figure4": figure4_markdown, "batch": batch_markdown}
+            "figure4": figure4_markdown, "batch": batch_markdown,
+            "cold_start": cold_start_markdown}
 
 
 def csv_rows(record):
@@ -202,7 +204,7 @@ def csv_rows(record):
                         "ci": point["ci"], "paper_value": None, "paper_ci": None})
         for row in record["right"]["rows"]:
             add("right", row, "distinct_labels", row["distinct_labels"])
-    elif figure == "figure4":
+    elif figure in ("figure4", "cold_start"):
         for row in record["rows"]:
             if row["rmse"] is not None:
                 add("curve", row, "rmse", row["rmse"], row["ci"])
