@@ -60,6 +60,12 @@ flags.DEFINE_bool("rotate", None, "Rotation augmentation, as in Matching Network
                   "training class turned by 0/90/180/270 degrees is a class of its own "
                   "(x4 classes). Default: on for Omniglot, off for other data.")
 flags.DEFINE_string("cache_dir", None, "Where decoded images are cached.")
+flags.DEFINE_enum("selector_features", "exact", ["exact", "scalable"],
+                  "exact: the selector's item-item features from the full cosine matrix "
+                  "every step (O(pool^2)). scalable: from a per-episode index, O(pool x "
+                  "labelled) per step, for large pools (docs/performance.md).")
+flags.DEFINE_integer("selector_neighbours", 32, "Scalable selector features: nearest and "
+                     "farthest neighbours kept per item.")
 flags.DEFINE_list("labelled_mass_temperatures",
                   [str(t) for t in OMNIGLOT_LABELLED_MASS_TEMPERATURES],
                   "Selector features beyond the paper's: per temperature, the share of an "
@@ -160,7 +166,9 @@ def model_options_from_flags():
     """The ModelConfig fields the flags set (the data set the rest)."""
     temperatures = _check_flags()[4]
     return dict(max_classes=FLAGS.max_classes, embed_dim=FLAGS.embed_dim, units=FLAGS.units,
-                labelled_mass_temperatures=temperatures)
+                labelled_mass_temperatures=temperatures,
+                selector_features=FLAGS.selector_features,
+                selector_neighbours=FLAGS.selector_neighbours)
 
 
 def build_setup(run, model_options, cache_dir=None, download=False):
