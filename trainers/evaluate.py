@@ -209,12 +209,7 @@ def run(fv):
                 distinct_max=fv.distinct_max, batch_size=fv.batch_size or 25,
                 heuristic_models=heuristics, **common)
     else:
-        factors_path = fv.latent_factors or (
-            os.path.join(main.path, latent_factors.DEFAULT_FILENAME)
-            if main.kind == "model_dir" else None)
-        episodes = evaluation.movielens_episodes(main.run_config, data_dir,
-                                                 vocabulary=main.vocabulary,
-                                                 latent_factors_path=factors_path)
+        episodes = _movielens_episodes(fv, main, data_dir)
         logging.info("movielens %s: %s", data_dir, episodes.data.summary())
         record = evaluation.run_figure4(
             main, episodes, heuristic_models=heuristics,
@@ -228,6 +223,15 @@ def run(fv):
     return _finish(fv, record, start)
 
 
+def _movielens_episodes(fv, main, data_dir):
+    """The users `main` was trained on, with its latent factors (--latent_factors)."""
+    factors_path = fv.latent_factors or (
+        os.path.join(main.path, latent_factors.DEFAULT_FILENAME)
+        if main.kind == "model_dir" else None)
+    return evaluation.movielens_episodes(main.run_config, data_dir, vocabulary=main.vocabulary,
+                                         latent_factors_path=factors_path)
+
+
 def _cold_start(fv, models, heuristics, data_dir, common):
     """The classic cold-start baselines and the models, with statistics over users.
 
@@ -239,12 +243,7 @@ def _cold_start(fv, models, heuristics, data_dir, common):
     main = models[0]
     if main.task != "regression":
         raise SystemExit("--figure=cold_start needs a ratings (MovieLens) model")
-    factors_path = fv.latent_factors or (
-        os.path.join(main.path, latent_factors.DEFAULT_FILENAME)
-        if main.kind == "model_dir" else None)
-    episodes = evaluation.movielens_episodes(main.run_config, data_dir,
-                                             vocabulary=main.vocabulary,
-                                             latent_factors_path=factors_path)
+    episodes = _movielens_episodes(fv, main, data_dir)
 
     def name(model):
         return ("prior-aware predictor" if model.model.config.rating_predictor == "prior"
