@@ -33,7 +33,9 @@ def test_there_are_reference_models():
 # (heuristic model, the policy it was trained with, the active model it stands beside)
 HEURISTIC_MODELS = [(f"movielens_{p}", p, "movielens")
                     for p in ("min_max_cos", "popular_entropy", "entropy")] + [
-    ("omniglot_full_20way_random", "random", "omniglot_full_20way")]
+    ("omniglot_full_20way_random", "random", "omniglot_full_20way")] + [
+    (f"movielens_prior_{p}", p, "movielens_prior")
+    for p in ("random", "popular_entropy", "min_max_cos")]
 
 
 @pytest.mark.parametrize("name,policy,active", HEURISTIC_MODELS, ids=lambda v: str(v))
