@@ -17,6 +17,7 @@ import pytest
 
 from active_learning import checkpoints
 from active_learning import evaluation
+from active_learning import run_config as run_configs
 
 MODELS = pathlib.Path(__file__).resolve().parents[1] / "models"
 MODEL_DIRS = sorted(p for p in MODELS.iterdir() if (p / "model_config.json").exists()) \
@@ -45,9 +46,8 @@ def test_heuristic_model_is_the_active_architecture_trained_with_that_policy(
     # such a model differs from the active one only in the training policy,
     # and its best checkpoint was chosen by how that policy did.
     model_dir = MODELS / name
-    with open(model_dir / "run_config.json") as f:
-        run_config = json.load(f)
-    assert run_config["flags"]["policy"] == policy
+    # Either record format: the typed RunConfig or the older flags record.
+    assert run_configs.load_run_config(str(model_dir)).train_config.policy == policy
     with open(model_dir / "best.json") as f:
         assert json.load(f)["policy"] == policy
     assert checkpoints.load_model_config(str(model_dir)) == \
