@@ -112,14 +112,19 @@ def test_episode_seeds_keep_their_offsets():
         rc.episode_seed(0, "val")
 
 
-@pytest.mark.parametrize("path", TYPED_MODELS,
-                         ids=lambda p: os.path.basename(os.path.dirname(p)))
-def test_committed_typed_records_load_as_written(path, monkeypatch):
+def _load_logging(path, monkeypatch):
+    """(the JSON record, its loaded RunConfig, the lines logged while loading)."""
     lines = []
     monkeypatch.setattr(logging, "info", lambda fmt, *args: lines.append(fmt % args))
     with open(path) as f:
         record = json.load(f)
-    run = rc.load_run_config(os.path.dirname(path))
+    return record, rc.load_run_config(os.path.dirname(path)), lines
+
+
+@pytest.mark.parametrize("path", TYPED_MODELS,
+                         ids=lambda p: os.path.basename(os.path.dirname(p)))
+def test_committed_typed_records_load_as_written(path, monkeypatch):
+    record, run, lines = _load_logging(path, monkeypatch)
     assert not any("predates the typed run config" in line for line in lines)
     assert json.loads(run.to_json()) == record
 
@@ -127,11 +132,7 @@ def test_committed_typed_records_load_as_written(path, monkeypatch):
 @pytest.mark.parametrize("path", LEGACY_MODELS,
                          ids=lambda p: os.path.basename(os.path.dirname(p)))
 def test_committed_model_directories_load_and_say_what_was_filled(path, monkeypatch):
-    lines = []
-    monkeypatch.setattr(logging, "info", lambda fmt, *args: lines.append(fmt % args))
-    with open(path) as f:
-        record = json.load(f)
-    run = rc.load_run_config(os.path.dirname(path))
+    record, run, lines = _load_logging(path, monkeypatch)
     assert "format" not in record  # the files stay as they are
     assert any("predates the typed run config" in line for line in lines)
     assert rc.RunConfig.from_json(run.to_json()) == run

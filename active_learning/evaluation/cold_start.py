@@ -33,7 +33,8 @@ from active_learning import baselines
 from active_learning.data import ratings_prep
 from active_learning.evaluation.metrics import mean_and_ci
 from active_learning.evaluation.rating_baselines import (DEFAULT_RIDGE_GRID,
-                                                         _rating_prefix, collect_rating_episodes,
+                                                         collect_rating_episodes,
+                                                         evaluate_rating_baseline,
                                                          random_orders)
 from active_learning.evaluation.runner import evaluate_policy
 from active_learning.policies import make_eval_policy
@@ -61,24 +62,17 @@ def bias_model(episodes, orders, t, factors):
 
 
 def _episode_mse(predictions, targets):
-    return np.mean(np.square(np.asarray(predictions, np.float64) - targets), axis=-1)
+    return np.square(baselines.rmse_per_episode(predictions, targets))
 
 
 def fold_in_curve(validation, validation_orders, test, test_orders, factors, num_steps,
                   grid=DEFAULT_RIDGE_GRID):
-    """Per-episode MSE `[E, T]` of the ridge fold-in, l2 tuned per t on validation."""
-    out, best = [], []
-    for t in range(1, num_steps + 1):
-        tune = _rating_prefix(validation, validation_orders, t, factors, "movie_bias")
-        value, _ = baselines.tune_regulariser(
-            grid, baselines.RidgeRegression, tune["x"], tune["y"], tune["queries"],
-            validation["query_labels"], tune["prior"], tune["query_prior"])
-        held = _rating_prefix(test, test_orders, t, factors, "movie_bias")
-        predictions = baselines.RidgeRegression(value).fit_predict(
-            held["x"], held["y"], held["queries"], held["prior"], held["query_prior"])
-        out.append(_episode_mse(predictions, test["query_labels"]))
-        best.append(value)
-    return np.stack(out, 1), best
+    """Per-episode MSE `[E, T]` of the ridge fold-in, l2 tuned per t on validation,
+    and the chosen l2 per t."""
+    result = evaluate_rating_baseline(baselines.RidgeRegression, grid, validation,
+                                      validation_orders, test, test_orders, factors,
+                                      num_steps, prior="movie_bias")
+    return np.square(result["per_episode"]), result["best"]
 
 
 def run_cold_start(models, episodes, num_steps=10, num_episodes=1000, batch_size=50, seed=0,

@@ -102,10 +102,11 @@ def evaluate_rating_baseline(make_predictor, grid, validation, validation_orders
     """Tunes the regulariser per label count on validation, scores on test.
 
     Returns a dict: `rmse`, `ci` (per label count, mean per-episode RMSE on
-    test and its 95% CI), `best` (chosen grid value per label count) and
-    `scores` (validation RMSE of every grid value, per label count).
+    test and its 95% CI), `best` (chosen grid value per label count),
+    `scores` (validation RMSE of every grid value, per label count) and
+    `per_episode` (`[E, T]` numpy RMSE of every test episode).
     """
-    rmse, ci, best, scores = [], [], [], []
+    rmse, ci, best, scores, per_episode = [], [], [], [], []
     for t in range(1, num_steps + 1):
         tune = _rating_prefix(validation, validation_orders, t, factors, prior)
         value, table = baselines.tune_regulariser(
@@ -114,13 +115,15 @@ def evaluate_rating_baseline(make_predictor, grid, validation, validation_orders
         held = _rating_prefix(test, test_orders, t, factors, prior)
         predictions = make_predictor(value).fit_predict(
             held["x"], held["y"], held["queries"], held["prior"], held["query_prior"])
-        mean, half = mean_and_ci(baselines.rmse_per_episode(predictions,
-                                                            test["query_labels"]))
+        episode_rmse = baselines.rmse_per_episode(predictions, test["query_labels"])
+        mean, half = mean_and_ci(episode_rmse)
+        per_episode.append(episode_rmse)
         rmse.append(float(mean))
         ci.append(float(half))
         best.append(value)
         scores.append(table)
-    return {"rmse": rmse, "ci": ci, "best": best, "scores": scores, "grid": list(grid)}
+    return {"rmse": rmse, "ci": ci, "best": best, "scores": scores, "grid": list(grid),
+            "per_episode": np.stack(per_episode, 1)}
 
 
 def measure_baselines(episodes, make_test, num_steps, num_episodes, batch_size, seed,
