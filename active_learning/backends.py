@@ -16,6 +16,7 @@ metadata), with the SavedModel's input and output names and dtypes:
 session reports bad input before any model runs.
 """
 
+import json
 import os
 
 import numpy as np
@@ -44,6 +45,10 @@ class Backend:
         # Exports older than the fingerprint have none: "" (not checked).
         self.fingerprint = str(meta.get("fingerprint", ""))
         self.embed_dim = int(meta["embed_dim"])
+        # A scalable selector's model also answers `selection_index` and
+        # `select_indexed` (exports from before it have no such field).
+        model_config = json.loads(str(meta.get("model_config", "")) or "{}")
+        self.scalable = model_config.get("selector_features") == "scalable"
         self.state_size = int(meta["state_size"])
         if self.task == "classification":
             self.max_classes = int(meta["max_classes"])
@@ -150,6 +155,8 @@ class ModelBackend(Backend):
             out = steps.metadata(m, self._fingerprint)
         elif name == "begin":
             out = steps.begin(m, self._model_items(inputs["support"]))
+        elif name == "selection_index":
+            out = steps.selection_index(m, tf.constant(inputs["embeddings"], tf.float32))
         else:
             episode = (tf.constant(inputs["embeddings"], tf.float32),
                        tf.constant(inputs["state"], tf.float32),
@@ -157,6 +164,11 @@ class ModelBackend(Backend):
                        tf.constant(inputs["labeled"], tf.int32))
             if name == "select":
                 out = steps.select(m, *episode, tf.constant(inputs["k"], tf.int32))
+            elif name == "select_indexed":
+                index = steps.wire_index(*(tf.constant(inputs[key]) for key in
+                                           ("top", "bottom", "log_normalisers")))
+                out = steps.select(m, *episode, tf.constant(inputs["k"], tf.int32),
+                                   pool_index=index)
             elif name == "observe":
                 out = steps.observe(m, *episode, tf.constant(inputs["index"], tf.int32),
                                     tf.constant(inputs["label"], m.label_dtype))

@@ -38,6 +38,10 @@ from active_learning.layers import selection_index as selection_index_lib
 # Smoothing for log-likelihood rewards: a class that no labelled item carries
 # has probability 0 under a convex combination of one-hot labels.
 LOG_LIKELIHOOD_EPS = 1e-4
+# `begin` encodes pools of more items than this in chunks of this many, so
+# that the encoder's activations for a pool of 100,000 images stay bounded
+# (one chunk's, not the pool's: 10 GB for 100,000 Omniglot images at once).
+ENCODE_CHUNK = 4096
 
 # What a batch query's pick j knows: its position in the round, the control
 # state (after reading picks 0..j-1 without labels), the pending mask of those
@@ -149,8 +153,41 @@ class ActiveMatchingNetwork(keras.Model):
         return self.encoder(items)
 
     def begin(self, support, training=False):
-        """Encodes the pool: (embeddings [B, P, D], initial control state s_0)."""
-        return self.contextualise(self.encode(support, training=training), support)
+        """Encodes the pool: (embeddings [B, P, D], initial control state s_0).
+
+        Outside training, pools of more than `ENCODE_CHUNK` items are encoded
+        chunk by chunk (the context encoder is a scan already), so memory
+        stays bounded for any pool size.
+        """
+        if training:
+            encoded = self.encode(support, training=True)
+        else:
+            encoded = self._encode_in_chunks(support)
+        return self.contextualise(encoded, support)
+
+    def _encode_in_chunks(self, items):
+        """`encode` of `[B, P, ...]` items, `ENCODE_CHUNK` items at a time."""
+        shape = tf.shape(items)
+        count = shape[0] * shape[1]
+        static = items.shape[0] is not None and items.shape[1] is not None
+        if static and items.shape[0] * items.shape[1] <= ENCODE_CHUNK:
+            return self.encode(items)
+
+        def chunked():
+            flat = tf.reshape(items, tf.concat([[count], shape[2:]], 0))
+            chunks = (count + ENCODE_CHUNK - 1) // ENCODE_CHUNK
+            pad = chunks * ENCODE_CHUNK - count
+            padding = tf.concat([[[0, pad]], tf.zeros([tf.rank(items) - 2, 2], tf.int32)], 0)
+            blocks = tf.reshape(tf.pad(flat, padding),
+                                tf.concat([[chunks, 1, ENCODE_CHUNK], shape[2:]], 0))
+            encoded = tf.map_fn(self.encode, blocks, parallel_iterations=1,
+                                fn_output_signature=self.compute_dtype)   # [n, 1, C, D]
+            encoded = tf.reshape(encoded, [chunks * ENCODE_CHUNK, -1])[:count]
+            return tf.reshape(encoded, tf.concat([shape[:2], [-1]], 0))
+
+        if static:
+            return chunked()
+        return tf.cond(count > ENCODE_CHUNK, chunked, lambda: self.encode(items))
 
     def contextualise(self, encoded, support):
         """`begin` from the context-free encoding x' `[B, P, embed_dim]` of `support`.

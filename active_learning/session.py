@@ -126,6 +126,9 @@ class ActiveSession:
         self.seed = int(seed)
         self._rng = rng
         self._probabilities = None
+        # A scalable model's selection index: a constant of the pool, built on
+        # the first query (and again after `load`: it is not saved).
+        self._index = None
 
     # ----------------------------------------------------------- properties
     @property
@@ -185,6 +188,18 @@ class ActiveSession:
         return {"embeddings": self._embeddings[None], "state": self._state[None],
                 "labels": self._labels[None], "labeled": self._labeled[None]}
 
+    def _select(self, k):
+        """The model's `select` with `k` picks; for a scalable model
+        `select_indexed` with the pool's index, built once per session, so a
+        step costs O(pool x labelled) rather than the index's work again."""
+        if not self._backend.scalable:
+            return self._backend.call("select", dict(self._episode(), k=np.int32(k)))
+        if self._index is None:
+            self._index = self._backend.call(
+                "selection_index", {"embeddings": self._embeddings[None]})
+        return self._backend.call("select_indexed",
+                                  dict(self._episode(), k=np.int32(k), **self._index))
+
     # ---------------------------------------------------------------- steps
     def probabilities(self):
         """The model's current selection distribution over the pool `[P]`.
@@ -197,7 +212,7 @@ class ActiveSession:
             if not candidates.any():
                 self._probabilities = np.zeros([self.pool_size], np.float32)
             else:
-                out = self._backend.call("select", dict(self._episode(), k=np.int32(1)))
+                out = self._select(1)
                 p = np.asarray(out["probabilities"][0], np.float32)
                 if not np.all(np.isfinite(p)):
                     raise FloatingPointError(
@@ -239,7 +254,7 @@ class ActiveSession:
             order = order[candidates[order]]
             return order[:k].astype(np.int64)
         asked = k + int(self._excluded[self._labeled == 0].sum())
-        out = self._backend.call("select", dict(self._episode(), k=np.int32(asked)))
+        out = self._select(asked)
         picks = np.asarray(out["top_k"][0], np.int64)
         return picks[candidates[picks]][:k]
 
