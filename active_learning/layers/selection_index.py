@@ -159,23 +159,29 @@ def _covered_items(covered):
     return items, real
 
 
-def _extreme_uncovered(units, indices, uncovered, has_any):
-    """Max (min) cosine of each item to the uncovered items, from its top
+def _extreme_neighbours(indices, uncovered):
+    """Each item's most (least) similar uncovered item `[B, P]`, from its top
     (bottom) list `indices` `[B, P, k]`, ordered most extreme first.
 
     The first uncovered entry of the list; where all k are covered, the
-    list's last (k-th) entry, the documented approximation; 0 where the item
-    has no uncovered other item (`has_any`). Only the pair chosen is
-    recomputed from the unit vectors (so the value has the exact path's
-    gradient): O(P x (k + D)).
+    list's last (k-th) entry, the documented approximation. Most lists start
+    with an uncovered item, so only the rows whose first entry is covered
+    (about as many as the covered items have list entries pointing at them)
+    read their whole list: O(P + rows x k), not a gather of all P x k
+    entries per step.
     """
-    open_ = tf.gather(uncovered, indices, batch_dims=1)                      # [B, P, k]
-    first = tf.argmax(tf.cast(open_, tf.int32), axis=-1, output_type=tf.int32)
-    last = tf.fill(tf.shape(first), tf.shape(indices)[-1] - 1)
-    position = tf.where(tf.reduce_any(open_, -1), first, last)
-    neighbour = tf.gather(indices, position, batch_dims=2)                    # [B, P]
-    value = tf.reduce_sum(units * tf.gather(units, neighbour, batch_dims=1), -1)
-    return tf.where(has_any, value, tf.zeros_like(value))
+    batch, pool, k = tf.shape(indices)[0], tf.shape(indices)[1], tf.shape(indices)[2]
+    flat_uncovered = tf.reshape(uncovered, [-1])
+    offsets = (tf.range(batch) * pool)[:, None]                               # [B, 1]
+    first = indices[..., 0]                                                   # [B, P]
+    rows = tf.where(tf.logical_not(tf.gather(flat_uncovered, first + offsets)))
+    rows = tf.cast(rows, tf.int32)                                            # [R, 2]
+    lists = tf.gather_nd(indices, rows)                                       # [R, k]
+    open_ = tf.gather(flat_uncovered, lists + rows[:, :1] * pool)
+    position = tf.where(tf.reduce_any(open_, -1),
+                        tf.argmax(tf.cast(open_, tf.int32), axis=-1, output_type=tf.int32),
+                        tf.fill(tf.shape(rows)[:1], k - 1))
+    return tf.tensor_scatter_nd_update(first, rows, tf.gather(lists, position, batch_dims=1))
 
 
 def scalable_similarity_features(embeddings, index, covered, temperatures=()):
@@ -185,49 +191,73 @@ def scalable_similarity_features(embeddings, index, covered, temperatures=()):
     max/mean/min to the other uncovered ones, one labelled mass per
     temperature; 0 for an empty set. Only the max and min to uncovered items
     can differ from the exact path (see the module docstring).
+
+    The cost is a few passes over the `[B, P, D]` embeddings (what a step
+    of a 100,000-item pool spends its time on), so the unit vectors are
+    never formed: each cosine is e_i . e_j x r_i x r_j with r the inverse
+    norms, and one matmul gives the cosines to the covered items and the
+    dot products with the sum of the uncovered units together.
     """
-    units = unit_vectors(embeddings)
-    dtype = units.dtype
-    pool = tf.shape(covered)[-1]
-    positions = tf.range(pool)
+    dtype = embeddings.dtype
+    batch, pool = tf.shape(covered)[0], tf.shape(covered)[-1]
+    squares = tf.reduce_sum(tf.square(embeddings), -1)                        # [B, P]
+    inverse_norm = tf.math.rsqrt(squares + 1e-8)       # as unit_vectors / cosine_matrix
     items, real = _covered_items(covered)                                     # [B, L]
-    covered_units = tf.gather(units, items, batch_dims=1)                     # [B, L, D]
-    to_covered = tf.einsum("bpd,bld->bpl", units, covered_units)             # [B, P, L]
+    covered_units = (tf.gather(embeddings, items, batch_dims=1)
+                     * tf.gather(inverse_norm, items, batch_dims=1)[..., None])   # [B, L, D]
+    uncovered = tf.logical_not(covered)
+    is_uncovered = tf.cast(uncovered, dtype)
+    # The sum of the uncovered units is O(P x D), so a step recomputes it
+    # rather than keep it in the index: that way it carries its gradient.
+    # Summed over the uncovered items themselves (not all items less the
+    # covered ones, whose float32 difference would cancel to an error of
+    # ~1e-7 x P when few items are left uncovered).
+    uncovered_sum = tf.linalg.matvec(embeddings, is_uncovered * inverse_norm,
+                                     transpose_a=True)                        # [B, D]
+    both = tf.einsum("bpd,bqd->bpq", embeddings,
+                     tf.concat([covered_units, uncovered_sum[:, None]], 1))
+    both = both * inverse_norm[..., None]                                     # [B, P, L + 1]
+    to_covered, total = both[..., :-1], both[..., -1]
+    positions = tf.range(pool)
     not_self = tf.not_equal(items[:, None, :], positions[None, :, None])
     valid = tf.logical_and(real[:, None, :], not_self)
     covered_features = masked_max_mean_min(to_covered, valid)
 
     # Mean to the other uncovered items: x_i . (sum of uncovered units), less
     # the item itself when it is uncovered.
-    # The sum of all units is O(P x D), so a step recomputes it rather than
-    # keep it in the index: that way it carries its gradient. In float64:
-    # with few items left uncovered, a float32 difference of the sums
-    # would cancel to an error of ~1e-7 x P.
-    unit_sum = tf.reduce_sum(tf.cast(units, tf.float64), 1)
-    covered_sum = tf.einsum("bld,bl->bd", tf.cast(covered_units, tf.float64),
-                            tf.cast(real, tf.float64))
-    uncovered_sum = tf.cast(unit_sum - covered_sum, dtype)
-    self_cosine = tf.reduce_sum(tf.square(units), -1)
-    uncovered = tf.logical_not(covered)
-    is_uncovered = tf.cast(uncovered, dtype)
+    self_cosine = squares * tf.square(inverse_norm)
     others = (tf.reduce_sum(is_uncovered, -1, keepdims=True) - is_uncovered)  # [B, P]
-    total = tf.einsum("bpd,bd->bp", units, uncovered_sum) - is_uncovered * self_cosine
+    total = total - is_uncovered * self_cosine
     has_others = others > 0
     mean_uncovered = tf.where(has_others, total / tf.maximum(others, 1.0),
                               tf.zeros_like(total))
 
-    max_uncovered = _extreme_uncovered(units, index.top_indices, uncovered, has_others)
-    min_uncovered = _extreme_uncovered(units, index.bottom_indices, uncovered, has_others)
+    # Max and min to the uncovered items: only the pair each list points at
+    # is recomputed (so the values have the exact path's gradient).
+    neighbours = tf.stack([_extreme_neighbours(index.top_indices, uncovered),
+                           _extreme_neighbours(index.bottom_indices, uncovered)], -1)
+    flat = neighbours + (tf.range(batch) * pool)[:, None, None]               # [B, P, 2]
+    depth = tf.shape(embeddings)[-1]
+    partners = tf.gather(tf.reshape(embeddings, [batch * pool, depth]), flat)  # [B, P, 2, D]
+    # A broadcast product, not einsum: MKL's einsum runs this batched
+    # [1, D] x [D, 2] product P times over, 10x slower at P = 100,000.
+    extremes = (tf.reduce_sum(embeddings[:, :, None, :] * partners, -1)
+                * inverse_norm[..., None]
+                * tf.gather(tf.reshape(inverse_norm, [-1]), flat))
+    extremes = tf.where(has_others[..., None], extremes, tf.zeros_like(extremes))
+    max_uncovered, min_uncovered = extremes[..., 0], extremes[..., 1]
 
     features = tf.stack(list(covered_features)
                         + [max_uncovered, mean_uncovered, min_uncovered], axis=-1)
     if not temperatures:
         return features
-    inverse = tf.constant([1.0 / t for t in temperatures], dtype)
     log_z = tf.stop_gradient(index.log_normalisers)                          # [B, P, K]
-    # Masked before exp(): cos_ii / t - log Z_i may overflow (the item is
-    # not in its own normaliser).
-    logits = tf.where(valid[..., None], to_covered[..., None] * inverse - log_z[:, :, None, :],
-                      tf.constant(NEG_INF, dtype))                           # [B, P, L, K]
-    masses = tf.reduce_sum(tf.exp(logits), 2)
+    masses = []
+    for j, t in enumerate(temperatures):  # [B, P, L] each: no [B, P, L, K] broadcast
+        # Masked before exp(): cos_ii / t - log Z_i may overflow (the item is
+        # not in its own normaliser).
+        logits = tf.where(valid, to_covered * (1.0 / t) - log_z[:, :, j:j + 1],
+                          tf.constant(NEG_INF, dtype))
+        masses.append(tf.reduce_sum(tf.exp(logits), -1))
+    masses = tf.stack(masses, -1)
     return tf.concat([features, masses], -1)
