@@ -40,7 +40,7 @@ def tiny_config():
         eager_scenarios=("omniglot_5way_1shot",), eager_steps=1,
         serving_pools=(4, 8), serving_batches=(1, 2), serving_seconds=0.0,
         serving_warmup=1, serving_passes=2, serving_min_reps=2, serving_max_reps=2,
-        begin_min_reps=1, serving_ks=(1, 3),
+        begin_min_reps=1, serving_ks=(1, 3), scale_cells=(),
         quick=True)
 
 
@@ -192,3 +192,27 @@ def test_flags_make_the_command_configs():
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
+
+
+def test_large_pool_cells_report_every_number_and_their_targets():
+    # In-process with tiny pools (the command runs the cells in a child).
+    from trainers import benchmark_scale  # noqa: PLC0415
+    result = benchmark_scale.run_scale(cells=((1, 100), (2, 30)), seconds=0.0, seed=0)
+    assert [(c["batch"], c["pool"]) for c in result["cells"]] == [(1, 100), (2, 30)]
+    for cell in result["cells"]:
+        for key in ("begin_s", "index_s", "begin_total_s", "peak_memory_mib"):
+            assert math.isfinite(cell[key]) and cell[key] > 0, key
+        assert cell["begin_total_s"] == pytest.approx(cell["begin_s"] + cell["index_s"])
+        for name in ("select", "observe", "select_observe"):
+            assert cell[name]["n"] >= 5 and cell[name]["p99_ms"] >= cell[name]["p50_ms"] > 0
+    # Only the pool-100 target applies to these cells; its verdict follows its value.
+    target = result["targets"]["select_observe_p50_ms_pool100_batch1_scalable"]
+    assert set(result["targets"]) == {"select_observe_p50_ms_pool100_batch1_scalable"}
+    assert target["met"] == (target["value"] <= target["target"])
+    lines = benchmark_scale.format_rows(result)
+    assert len(lines) == 2 + 2 + 1 and "pool exponent" in lines[-1]
+    with pytest.raises(ValueError, match="BATCHxPOOL"):
+        benchmark_scale.parse_cells(["100"])
+    with pytest.raises(ValueError, match="pool > 10"):
+        benchmark_scale.parse_cells(["1x5"])
+    assert benchmark_scale.parse_cells(["1x100000", "64X1000"]) == ((1, 100000), (64, 1000))

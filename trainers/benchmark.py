@@ -21,6 +21,10 @@ Measures, in one process and side by side (see docs/performance.md):
   1000 items, batch 1 and 64, with the growth exponent fitted over the pools;
   and `select` with k = 1, 5, 10 (the k picked jointly, one after another) at
   pool 100, batch 1;
+- large pools with the scalable selector (`trainers/benchmark_scale.py`, in a
+  child process with its own peak memory): `begin` + `selection_index` once
+  per pool and `select_indexed` + `observe` p50/p99 at pools of 100 to
+  100,000 items, batch 1 (and 1,000 at batch 64);
 - the peak resident memory of the process (`ru_maxrss`).
 
 Every figure is a median (or percentile) over repeats after warm-up. Progress
@@ -51,6 +55,7 @@ from active_learning.config import OMNIGLOT_LABELLED_MASS_TEMPERATURES, ModelCon
 from active_learning.data import movielens, omniglot
 from active_learning.model import ActiveMatchingNetwork
 from active_learning.training import TrainConfig, Trainer
+from trainers import benchmark_scale
 
 # What docs/performance.md states the project aims for.
 TARGET_TRAIN_OVER_FLOOR = 0.8        # at Omniglot 5-way 1-shot
@@ -126,6 +131,10 @@ class BenchConfig:
     serving_min_reps: int = 5
     serving_max_reps: int = 400
     begin_min_reps: int = 2          # begin at batch 64 x 1000 items takes seconds
+    # Large pools with the scalable selector (trainers/benchmark_scale.py), in
+    # a child process: (batch, pool) cells, smallest first; () skips them.
+    scale_cells: Tuple[Tuple[int, int], ...] = benchmark_scale.DEFAULT_CELLS
+    scale_seconds: float = 2.0       # select+observe repeats per cell
     seed: int = 0
     quick: bool = False
 
@@ -139,7 +148,8 @@ class BenchConfig:
                       eager_scenarios=("omniglot_5way_1shot",), serving_seconds=0.2,
                       serving_warmup=1, serving_passes=2, serving_min_reps=3,
                       serving_max_reps=100,
-                      begin_min_reps=1, quick=True)
+                      begin_min_reps=1, scale_cells=((1, 100), (1, 1000)),
+                      scale_seconds=0.2, quick=True)
         values.update(overrides)
         return cls(**values)
 
@@ -587,6 +597,10 @@ def run_benchmark(cfg: BenchConfig):
     _log("serving")
     results["serving"] = bench_serving(cfg)
     results["peak_memory_mib"] = peak_memory_mib()
+    if cfg.scale_cells:
+        _log("large pools (child process)")
+        results["scale"] = benchmark_scale.run_in_child(cfg.scale_cells, cfg.scale_seconds,
+                                                        cfg.seed)
     results["targets"] = targets(results, cfg)
     results["meta"]["load_average_end"] = list(os.getloadavg())
     results["meta"]["elapsed_s"] = _now() - wall
@@ -623,6 +637,8 @@ def targets(results, cfg):
     out["select_observe_pool_exponent"] = {
         "value": value, "target": TARGET_POOL_EXPONENT,
         "met": bool(value <= TARGET_POOL_EXPONENT)}
+    if "scale" in results:
+        out.update(results["scale"]["targets"])
     return out
 
 
@@ -679,8 +695,11 @@ def format_table(results):
         lines.append(f"select, k picks (pool {TARGET_POOL}, batch {TARGET_BATCH}): " + ", ".join(
             f"k={key[1:]} {c['p50_ms']:.2f} / {c['p99_ms']:.2f}"
             for key, c in serving["select_k"].items()))
+    if "scale" in results:
+        lines += [""] + benchmark_scale.format_rows(results["scale"])
     lines += ["", "Targets"]
     descriptions = {
+        **benchmark_scale.TARGET_DESCRIPTIONS,
         "train_over_floor_omniglot_5way": "train / encoder floor, Omniglot 5-way >=",
         "select_observe_p50_ms_pool100_batch1": "select+observe p50 ms, pool 100, batch 1 <=",
         "select_observe_pool_exponent": "select+observe pool exponent (max over batches) <=",
