@@ -62,6 +62,13 @@ class Backend:
             self.rating_min = float(meta["rating_min"])
             self.rating_max = float(meta["rating_max"])
 
+    def hold(self, value):
+        """`value` (a numpy array the session passes to every call unchanged,
+        such as the pool's embeddings and index) in the form `call` takes
+        fastest: in-process backends keep one tensor instead of copying the
+        array at each call (50 MB per step for a 100,000-item pool)."""
+        return value
+
     def prepare_items(self, items, what):
         """Validates pool or query items on the client side; numpy array."""
         if self.task == "classification" and self.encoder == "mlp":
@@ -149,6 +156,9 @@ class ModelBackend(Backend):
             raise ValueError(f"item ids unknown to the model's vocabulary: {ids[:20]}")
         return model_items
 
+    def hold(self, value):
+        return tf.constant(value)
+
     def call(self, name, inputs):
         m = self.model
         if name == "metadata":
@@ -156,16 +166,16 @@ class ModelBackend(Backend):
         elif name == "begin":
             out = steps.begin(m, self._model_items(inputs["support"]))
         elif name == "selection_index":
-            out = steps.selection_index(m, tf.constant(inputs["embeddings"], tf.float32))
+            out = steps.selection_index(m, _tensor(inputs["embeddings"], tf.float32))
         else:
-            episode = (tf.constant(inputs["embeddings"], tf.float32),
+            episode = (_tensor(inputs["embeddings"], tf.float32),
                        tf.constant(inputs["state"], tf.float32),
                        tf.constant(inputs["labels"], m.label_dtype),
                        tf.constant(inputs["labeled"], tf.int32))
             if name == "select":
                 out = steps.select(m, *episode, tf.constant(inputs["k"], tf.int32))
             elif name == "select_indexed":
-                index = steps.wire_index(*(tf.constant(inputs[key]) for key in
+                index = steps.wire_index(*(tf.convert_to_tensor(inputs[key]) for key in
                                            ("top", "bottom", "log_normalisers")))
                 out = steps.select(m, *episode, tf.constant(inputs["k"], tf.int32),
                                    pool_index=index)
@@ -177,6 +187,13 @@ class ModelBackend(Backend):
             else:
                 raise ValueError(f"unknown step {name!r}")
         return {key: value.numpy() for key, value in out.items()}
+
+
+def _tensor(value, dtype):
+    """`value` as a `dtype` tensor, without a copy when it already is one."""
+    if isinstance(value, tf.Tensor) and value.dtype == dtype:
+        return value
+    return tf.constant(value, dtype)
 
 
 def resolve_saved_model(path):
@@ -212,10 +229,14 @@ class SavedModelBackend(Backend):
                              f"; it has {sorted(self.loaded.signatures)}")
         self._read_metadata(steps.scalars(self.call("metadata", {"dummy": 0})))
 
+    def hold(self, value):
+        return tf.constant(value)
+
     def call(self, name, inputs):
         fn = self.loaded.signatures[self._prefix + name]
         specs = fn.structured_input_signature[1]
-        args = {key: tf.constant(np.asarray(value), specs[key].dtype)
+        args = {key: value if isinstance(value, tf.Tensor) and value.dtype == specs[key].dtype
+                else tf.constant(np.asarray(value), specs[key].dtype)
                 for key, value in inputs.items()}
         return {key: value.numpy() for key, value in fn(**args).items()}
 

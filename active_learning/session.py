@@ -118,6 +118,7 @@ class ActiveSession:
                    seed, rng):
         self._pool = pool
         self._embeddings = np.asarray(embeddings, np.float32)
+        self._held_embeddings = self._backend.hold(self._embeddings[None])
         self._state = np.asarray(state, np.float32)
         self._labels = np.asarray(labels, self._label_dtype)
         self._labeled = np.asarray(labeled, np.int32)
@@ -185,7 +186,7 @@ class ActiveSession:
         return np.logical_and(self._labeled == 0, ~self._excluded)
 
     def _episode(self):
-        return {"embeddings": self._embeddings[None], "state": self._state[None],
+        return {"embeddings": self._held_embeddings, "state": self._state[None],
                 "labels": self._labels[None], "labeled": self._labeled[None]}
 
     def _select(self, k):
@@ -195,8 +196,9 @@ class ActiveSession:
         if not self._backend.scalable:
             return self._backend.call("select", dict(self._episode(), k=np.int32(k)))
         if self._index is None:
-            self._index = self._backend.call(
-                "selection_index", {"embeddings": self._embeddings[None]})
+            self._index = {key: self._backend.hold(value) for key, value in
+                           self._backend.call("selection_index",
+                                              {"embeddings": self._held_embeddings}).items()}
         return self._backend.call("select_indexed",
                                   dict(self._episode(), k=np.int32(k), **self._index))
 
@@ -248,11 +250,13 @@ class ActiveSession:
         if k > left:
             raise ValueError(f"k={k} but only {left} unlabelled, unskipped items are left")
         if k == 1:
-            p = self.probabilities()
+            p = np.where(candidates, self.probabilities(), -1.0)
+            # Exact ties at the top broken at random with the session's seed:
+            # the same draw (one number per pool item) as a full sort by
+            # (probability, draw) would use, in O(P).
             tie_break = self._rng.random(self.pool_size)
-            order = np.lexsort((tie_break, -p))
-            order = order[candidates[order]]
-            return order[:k].astype(np.int64)
+            best = np.flatnonzero(p == p.max())
+            return best[[np.argmin(tie_break[best])]].astype(np.int64)
         asked = k + int(self._excluded[self._labeled == 0].sum())
         out = self._select(asked)
         picks = np.asarray(out["top_k"][0], np.int64)
