@@ -231,8 +231,12 @@ class TrainingTest(parameterized.TestCase, tf.test.TestCase):
         ("classification", False), ("classification", True), ("regression", False))
     def test_k_one_training_is_unchanged(self, task, jit):
         values, _ = _two_steps(task, jit)
-        # Bit for bit: batch querying left the sequential path alone.
-        self.assertEqual(values, BEFORE_BATCH_QUERYING[(task, jit)])
+        # The values recorded before batch querying existed, on another CPU:
+        # oneDNN picks other kernels per vector unit, and two training steps
+        # amplify the rounding (measured: up to 0.6% apart between an
+        # AVX-512/AMX machine and the one that recorded them).
+        self.assertAllClose(values, BEFORE_BATCH_QUERYING[(task, jit)], rtol=0.02)
+        # Bit for bit on one machine: k = 1 is the sequential path.
         explicit, _ = _two_steps(task, jit, query_batch=1)
         self.assertEqual(explicit, values)
 
@@ -242,7 +246,9 @@ class TrainingTest(parameterized.TestCase, tf.test.TestCase):
     def test_rounds_train(self, task, jit):
         values, metrics = _two_steps(task, jit, query_batch=2)
         self.assertTrue(np.all(np.isfinite(values)))
-        self.assertNotEqual(values, BEFORE_BATCH_QUERYING[(task, jit)])
+        # Rounds change training far beyond the machines' spread (the first
+        # two values fall by half).
+        self.assertNotAllClose(values, BEFORE_BATCH_QUERYING[(task, jit)], rtol=0.1)
         self.assertGreater(float(metrics["gradient_norm"]), 0.0)
 
 
