@@ -12,7 +12,7 @@ the index comes from here instead, in O(P x (n x M + P/M x s) x D):
    items, so every block has the same shape (a large cluster spans several
    blocks; small ones share one).
 3. Each block probes the n (`PROBES`) blocks whose mean directions are most
-   similar to its own (itself first) and the n least similar ones. An
+   similar to its own (itself first) and the `FAR_PROBES` least similar ones. An
    item's top-k neighbours are the k most similar items of its block's
    near probes, its bottom-k the k least similar of the far probes: the
    inverted-file search of nearest-neighbour libraries, with the probes
@@ -32,10 +32,11 @@ SavedModel graph of a scalable model stays servable anywhere.
 
 import tensorflow as tf
 
-from active_learning.layers.masked import NEG_INF
 
 BLOCK_SIZE = 256        # M: items per block
-PROBES = 16             # n: blocks searched for each block's near (and far) items
+PROBES = 16             # n: blocks searched for each block's near items
+FAR_PROBES = 4          # blocks searched for its farthest items (the min-cosine
+                        # feature tolerates an approximate farthest item more)
 REPRESENTATIVES = 8     # s: sampled members per block for the normalisers
 KMEANS_ITERATIONS = 4
 BLOCKS_PER_STEP = 16    # blocks whose cosines one loop step holds in memory
@@ -68,7 +69,7 @@ def _kmeans_assignment(units, clusters, iterations):
 
 def clustered_selection_index(units, temperatures, neighbours, block_size=BLOCK_SIZE,
                               probes=PROBES, representatives=REPRESENTATIVES,
-                              iterations=KMEANS_ITERATIONS):
+                              iterations=KMEANS_ITERATIONS, far_probes=FAR_PROBES):
     """(log_normalisers `[B, P, K]`, top `[B, P, k]`, bottom `[B, P, k]`) of
     unit embeddings `units` `[B, P, D]` (P > k; a pool of fewer than
     `probes` blocks probes them all).
@@ -95,9 +96,8 @@ def clustered_selection_index(units, temperatures, neighbours, block_size=BLOCK_
     counts = tf.reduce_sum(tf.cast(real, dtype), -1)                           # [B, nb]
     directions = _normalise(tf.reduce_sum(member_units, 2))                   # [B, nb, D]
     block_cosine = tf.einsum("bnd,bmd->bnm", directions, directions)
-    probes = tf.minimum(probes, blocks)
-    near = tf.math.top_k(block_cosine, probes).indices                        # [B, nb, n]
-    far = tf.math.top_k(-block_cosine, probes).indices
+    near = tf.math.top_k(block_cosine, tf.minimum(probes, blocks)).indices    # [B, nb, n]
+    far = tf.math.top_k(-block_cosine, tf.minimum(far_probes, blocks)).indices
 
     # Representatives: s members per block, evenly spaced among its real ones.
     slots = tf.cast(tf.range(representatives), dtype) / float(representatives)
@@ -118,8 +118,8 @@ def clustered_selection_index(units, temperatures, neighbours, block_size=BLOCK_
         return cand, cand_units
 
     def extreme(cosine, valid, cand, sign):
-        _, where = tf.math.top_k(tf.where(valid, sign * cosine, -_OUTSIDE), k)
-        return tf.gather(cand, where, batch_dims=2)                           # [B, g, M, k]
+        values, where = tf.math.top_k(tf.where(valid, sign * cosine, -_OUTSIDE), k)
+        return tf.gather(cand, where, batch_dims=2), values                   # [B, g, M, k]
 
     def body(first, arrays):
         block_ids = tf.range(first, tf.minimum(first + step, blocks))
@@ -129,20 +129,28 @@ def clustered_selection_index(units, temperatures, neighbours, block_size=BLOCK_
             query, query_units, candidates(block_ids, near))
         far_cand, far_cosine, far_valid = _probe_cosines(
             query, query_units, candidates(block_ids, far))
-        out = [extreme(near_cosine, near_valid, near_cand, 1.0),
-               extreme(far_cosine, far_valid, far_cand, -1.0)]
+        top, top_cosine = extreme(near_cosine, near_valid, near_cand, 1.0)
+        out = [top, extreme(far_cosine, far_valid, far_cand, -1.0)[0]]
         # Normalisers: exact over the near probes, sampled over the rest.
+        # Sums of exp((cos - m) / t), shifted by the item's largest cosine m
+        # (the top list's first): the largest term is 1, so nothing
+        # overflows or vanishes, without logsumexp's own max pass.
         probed = tf.reduce_any(tf.equal(
             tf.gather(near, block_ids, axis=1)[..., None],
             tf.range(blocks)[None, None, None]), axis=2)                      # [B, g, nb]
         skip = tf.repeat(probed, representatives, axis=-1)[:, :, None, :]
         rep_cosine = tf.einsum("bgmd,brd->bgmr", query_units, rep_units)
+        shift = top_cosine[..., :1]                                           # [B, g, M, 1]
+        near_offset, rep_offset = near_cosine - shift, rep_cosine - shift
+        zero = tf.zeros([], dtype)
         log_z = []
         for t in temperatures:
-            exact = tf.reduce_logsumexp(tf.where(near_valid, near_cosine / t, NEG_INF), -1)
-            sampled = tf.reduce_logsumexp(
-                tf.where(skip, NEG_INF, rep_cosine / t + rep_log_weight), -1)
-            log_z.append(tf.reduce_logsumexp(tf.stack([exact, sampled], -1), -1))
+            exact = tf.reduce_sum(tf.where(near_valid, tf.exp(near_offset * (1.0 / t)), zero), -1)
+            # A sampled block may hold items more similar than every probed
+            # one: capped so that exp() stays finite at tiny temperatures.
+            sampled = tf.reduce_sum(tf.where(skip, zero, tf.exp(tf.minimum(
+                rep_offset * (1.0 / t) + rep_log_weight, 80.0))), -1)
+            log_z.append(shift[..., 0] * (1.0 / t) + tf.math.log(exact + sampled))
         log_z = (tf.stack(log_z, -1) if log_z
                  else tf.zeros(tf.concat([tf.shape(query), [0]], 0), dtype))
         # Block-major parts [g, B, M, w]: TensorArray.concat joins axis 0,
