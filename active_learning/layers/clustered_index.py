@@ -35,8 +35,9 @@ import tensorflow as tf
 
 BLOCK_SIZE = 256        # M: items per block
 PROBES = 16             # n: blocks searched for each block's near items
-FAR_PROBES = 4          # blocks searched for its farthest items (the min-cosine
-                        # feature tolerates an approximate farthest item more)
+FAR_PROBES = 16         # blocks searched for its farthest items (at 20,000 items, 8
+                        # saved 10% of the index's time but the picks matched the
+                        # exact index's 73% of the time instead of 83%)
 REPRESENTATIVES = 8     # s: sampled members per block for the normalisers
 KMEANS_ITERATIONS = 4
 BLOCKS_PER_STEP = 16    # blocks whose cosines one loop step holds in memory
