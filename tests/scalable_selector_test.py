@@ -411,6 +411,26 @@ class SessionTest(tf.test.TestCase):
         self.assertEqual(calls.count("select"), 0)
         self.assertEqual(calls.count("select_indexed"), 4)
 
+    def test_a_saved_model_session_uses_the_index_and_asks_as_in_memory(self):
+        from active_learning.session import ActiveSession  # noqa: PLC0415
+        from export.saved_model import export_saved_model  # noqa: PLC0415
+        keras.utils.set_random_seed(4)
+        config = dataclasses.replace(fakes.small_config("classification"),
+                                     selector_features="scalable", selector_neighbours=4)
+        model = ActiveMatchingNetwork(config)
+        support, labels, _, _ = fakes.small_episode("classification")
+        pool = tf.cast(support[0] > 0.8, tf.float32).numpy()
+        path = export_saved_model(model, self.get_temp_dir(), version=1)
+        sessions = [ActiveSession(model, pool, seed=2), ActiveSession(path, pool, seed=2)]
+        self.assertTrue(all(s._backend.scalable for s in sessions))
+        for _ in range(3):
+            picks = [s.query() for s in sessions]
+            self.assertAllEqual(picks[1], picks[0])
+            for s in sessions:
+                s.teach(picks[0], labels.numpy()[0][picks[0]])
+        self.assertAllClose(sessions[1].probabilities(), sessions[0].probabilities(), atol=1e-5)
+        self.assertIsNotNone(sessions[1]._index)
+
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
