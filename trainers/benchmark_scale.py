@@ -18,8 +18,8 @@ shapes only), exported and loaded as a SavedModel:
   call of a large pool is timed as it comes);
 - `select_indexed` + `observe` from a mid-episode state (10 items labelled),
   p50 / p99 over repeats for `--seconds`;
-- the process's peak resident memory after the cell (`ru_maxrss`; cells run
-  in the order given, smallest first, so each is the peak so far).
+- the process's peak resident memory after the cell (`VmHWM` on Linux;
+  cells run in the order given, smallest first, so each is the peak so far).
 
 The growth exponent of `select`+`observe` p50 in the pool is fitted over the
 batch-1 cells.
@@ -56,6 +56,19 @@ def _log(message):
 
 
 def _peak_mib():
+    """This process's peak resident memory, MiB.
+
+    Linux's `VmHWM` (the high-water mark of this process's own memory
+    map), not `ru_maxrss`: Linux carries ru_maxrss across exec, so a child
+    started by `trainers.benchmark` would report its parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     import resource  # noqa: PLC0415
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
