@@ -379,17 +379,22 @@ class ClusteredIndexTest(tf.test.TestCase):
             self.assertAllClose(got[1], whole[1], atol=1e-5)
 
 
+def _scalable_session_inputs(seed):
+    """(a small scalable model, its ink-image pool `[P, ...]`, labels `[1, P]`)."""
+    keras.utils.set_random_seed(seed)
+    config = dataclasses.replace(fakes.small_config("classification"),
+                                 selector_features="scalable", selector_neighbours=4)
+    support, labels, _, _ = fakes.small_episode("classification")
+    return (ActiveMatchingNetwork(config), tf.cast(support[0] > 0.8, tf.float32).numpy(),
+            labels)
+
+
 class SessionTest(tf.test.TestCase):
 
     def test_a_session_builds_the_index_once_and_picks_as_plain_select(self):
         from active_learning.backends import ModelBackend  # noqa: PLC0415
         from active_learning.session import ActiveSession  # noqa: PLC0415
-        keras.utils.set_random_seed(3)
-        config = dataclasses.replace(fakes.small_config("classification"),
-                                     selector_features="scalable", selector_neighbours=4)
-        model = ActiveMatchingNetwork(config)
-        support, labels, _, _ = fakes.small_episode("classification")
-        pool = tf.cast(support[0] > 0.8, tf.float32).numpy()
+        model, pool, labels = _scalable_session_inputs(seed=3)
         calls = []
 
         class Counting(ModelBackend):
@@ -414,12 +419,7 @@ class SessionTest(tf.test.TestCase):
     def test_a_saved_model_session_uses_the_index_and_asks_as_in_memory(self):
         from active_learning.session import ActiveSession  # noqa: PLC0415
         from export.saved_model import export_saved_model  # noqa: PLC0415
-        keras.utils.set_random_seed(4)
-        config = dataclasses.replace(fakes.small_config("classification"),
-                                     selector_features="scalable", selector_neighbours=4)
-        model = ActiveMatchingNetwork(config)
-        support, labels, _, _ = fakes.small_episode("classification")
-        pool = tf.cast(support[0] > 0.8, tf.float32).numpy()
+        model, pool, labels = _scalable_session_inputs(seed=4)
         path = export_saved_model(model, self.get_temp_dir(), version=1)
         sessions = [ActiveSession(model, pool, seed=2), ActiveSession(path, pool, seed=2)]
         self.assertTrue(all(s._backend.scalable for s in sessions))
