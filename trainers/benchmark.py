@@ -39,7 +39,6 @@ import gc
 import json
 import os
 import platform
-import resource
 import sys
 import tempfile
 import time
@@ -56,6 +55,8 @@ from active_learning.data import movielens, omniglot
 from active_learning.model import ActiveMatchingNetwork
 from active_learning.training import TrainConfig, Trainer
 from trainers import benchmark_scale
+from trainers.benchmark_scale import fit_exponent, peak_memory_mib  # noqa: F401  (public here)
+from trainers.benchmark_scale import percentiles as _percentiles
 
 # What docs/performance.md states the project aims for.
 TARGET_TRAIN_OVER_FLOOR = 0.8        # at Omniglot 5-way 1-shot
@@ -190,28 +191,6 @@ def _sync(result):
         if isinstance(value, tf.Tensor) and value.shape.rank == 0:
             value.numpy()
     return result
-
-
-def peak_memory_mib():
-    """Peak resident set size of this process so far (ru_maxrss), MiB."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes.
-    return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
-
-
-def fit_exponent(sizes, values):
-    """k of values ~ c * size^k, least squares in log-log space."""
-    sizes = np.asarray(sizes, np.float64)
-    values = np.asarray(values, np.float64)
-    if sizes.size < 2 or np.any(values <= 0):
-        return float("nan")
-    return float(np.polyfit(np.log(sizes), np.log(values), 1)[0])
-
-
-def _percentiles(seconds):
-    ms = np.asarray(seconds, np.float64) * 1e3
-    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-            "n": int(ms.size)}
 
 
 def synthetic_characters(num_characters, drawings, size=28, seed=0):

@@ -55,7 +55,7 @@ def _log(message):
     print(f"[benchmark_scale] {message}", file=sys.stderr, flush=True)
 
 
-def _peak_mib():
+def peak_memory_mib():
     """This process's peak resident memory, MiB.
 
     Linux's `VmHWM` (the high-water mark of this process's own memory
@@ -74,7 +74,7 @@ def _peak_mib():
     return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
 
 
-def _percentiles(seconds):
+def percentiles(seconds):
     ms = np.asarray(seconds, np.float64) * 1e3
     return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
             "n": int(ms.size)}
@@ -143,9 +143,9 @@ def bench_cell(signatures, batch, pool, seconds, rng):
         samples.append(step())
     select_s, observe_s, both_s = zip(*samples)
     return {"batch": batch, "pool": pool, "begin_s": begin_s, "index_s": index_s,
-            "begin_total_s": begin_s + index_s, "select": _percentiles(select_s),
-            "observe": _percentiles(observe_s), "select_observe": _percentiles(both_s),
-            "peak_memory_mib": _peak_mib()}
+            "begin_total_s": begin_s + index_s, "select": percentiles(select_s),
+            "observe": percentiles(observe_s), "select_observe": percentiles(both_s),
+            "peak_memory_mib": peak_memory_mib()}
 
 
 def run_scale(cells=DEFAULT_CELLS, seconds=2.0, seed=0):
@@ -153,7 +153,7 @@ def run_scale(cells=DEFAULT_CELLS, seconds=2.0, seed=0):
     from export.saved_model import export_saved_model  # noqa: PLC0415
     model = scalable_model(seed)
     rng = np.random.default_rng(seed)
-    results = {"cells": [], "peak_memory_mib_start": _peak_mib()}
+    results = {"cells": [], "peak_memory_mib_start": peak_memory_mib()}
     with tempfile.TemporaryDirectory() as tmp:
         path = export_saved_model(model, tmp, version=1)
         signatures = tf.saved_model.load(path).signatures

@@ -168,6 +168,11 @@ def main(argv):
         raise SystemExit(f"unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
     if f.fidelity_pool:
+        # The model's neighbour lists hold 32 items (its selector_neighbours).
+        if f.fidelity_pool <= 33 or not 1 <= f.fidelity_steps < f.fidelity_pool:
+            raise SystemExit(f"need --fidelity_pool > 33 and 1 <= --fidelity_steps < "
+                             f"--fidelity_pool; got --fidelity_pool={f.fidelity_pool}, "
+                             f"--fidelity_steps={f.fidelity_steps}")
         for key, value in fidelity(f.model_dir, f.data_dir, f.fidelity_pool,
                                    f.fidelity_steps, f.seed).items():
             print(f"{key:>36} {value:.4g}" if isinstance(value, float) else

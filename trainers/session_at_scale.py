@@ -28,8 +28,6 @@ query + teach steps, predict on 100 held-out drawings, peak memory.
 import dataclasses
 import json
 import os
-import resource
-import sys
 import tempfile
 import time
 
@@ -41,11 +39,7 @@ from active_learning import checkpoints
 from active_learning.data.omniglot import load_omniglot
 from active_learning.model import ActiveMatchingNetwork
 from active_learning.session import ActiveSession
-
-
-def peak_mib():
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
+from trainers.benchmark_scale import peak_memory_mib
 
 
 def rotated_pool(data_dir, size, seed, held_out=100):
@@ -90,7 +84,7 @@ def run(model_dir, data_dir, pool_size, labels, seed, log=print):
         session = ActiveSession(path, pool, seed=seed)
         open_s = time.perf_counter() - start
         log(f"session open (begin over {len(pool)} items): {open_s:.2f} s, peak "
-            f"{peak_mib():.0f} MiB")
+            f"{peak_memory_mib():.0f} MiB")
         steps = []
         for step in range(labels):
             start = time.perf_counter()
@@ -114,7 +108,7 @@ def run(model_dir, data_dir, pool_size, labels, seed, log=print):
         "predict_100_s": predict_s,
         "probabilities_sum_to_one": bool(np.allclose(probabilities.sum(-1), 1.0, atol=1e-4)),
         "distinct_items_asked": len({s["item"] for s in steps}),
-        "peak_memory_mib": peak_mib(),
+        "peak_memory_mib": peak_memory_mib(),
     }
     log(f"session open {open_s:.1f} s; first query (index + select) "
         f"{summary['first_query_s']:.1f} s; later query + teach p50 "

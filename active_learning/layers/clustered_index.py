@@ -32,6 +32,8 @@ SavedModel graph of a scalable model stays servable anywhere.
 
 import tensorflow as tf
 
+from active_learning.layers.masked import unit_vectors
+
 
 BLOCK_SIZE = 256        # M: items per block
 PROBES = 16             # n: blocks searched for each block's near items
@@ -43,10 +45,6 @@ KMEANS_ITERATIONS = 4
 BLOCKS_PER_STEP = 16    # blocks whose cosines one loop step holds in memory
 
 _OUTSIDE = 4.0          # an impossible cosine, for self pairs and padding
-
-
-def _normalise(x, eps=1e-8):
-    return x * tf.math.rsqrt(tf.reduce_sum(tf.square(x), -1, keepdims=True) + eps)
 
 
 def _kmeans_assignment(units, clusters, iterations):
@@ -62,7 +60,7 @@ def _kmeans_assignment(units, clusters, iterations):
         sums = tf.math.unsorted_segment_sum(units, flat, batch * clusters)
         sums = tf.reshape(sums, [batch, clusters, -1])
         empty = tf.reduce_sum(tf.square(sums), -1, keepdims=True) < 1e-12
-        centroids = tf.where(empty, centroids, _normalise(sums))
+        centroids = tf.where(empty, centroids, unit_vectors(sums))
     similarity = tf.einsum("bpd,bcd->bpc", units, centroids)
     assign = tf.argmax(similarity, -1, output_type=tf.int32)
     return assign, tf.reduce_max(similarity, -1)
@@ -95,7 +93,7 @@ def clustered_selection_index(units, temperatures, neighbours, block_size=BLOCK_
     safe = tf.maximum(members, 0)
     member_units = tf.gather(units, safe, batch_dims=1) * tf.cast(real, dtype)[..., None]
     counts = tf.reduce_sum(tf.cast(real, dtype), -1)                           # [B, nb]
-    directions = _normalise(tf.reduce_sum(member_units, 2))                   # [B, nb, D]
+    directions = unit_vectors(tf.reduce_sum(member_units, 2))                   # [B, nb, D]
     block_cosine = tf.einsum("bnd,bmd->bnm", directions, directions)
     near = tf.math.top_k(block_cosine, tf.minimum(probes, blocks)).indices    # [B, nb, n]
     far = tf.math.top_k(-block_cosine, tf.minimum(far_probes, blocks)).indices

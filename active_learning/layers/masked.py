@@ -12,13 +12,15 @@ import tensorflow as tf
 NEG_INF = -1e9
 
 
+def unit_vectors(x, eps=1e-8):
+    """Rows of `x` scaled to unit length (`eps` keeps a zero row finite)."""
+    return x * tf.math.rsqrt(tf.reduce_sum(tf.square(x), -1, keepdims=True) + eps)
+
+
 def cosine_matrix(a, b=None, eps=1e-8):
     """Cosine similarities `[..., Na, Nb]` between rows of `a` and of `b`."""
-    a_n = a * tf.math.rsqrt(tf.reduce_sum(tf.square(a), -1, keepdims=True) + eps)
-    if b is None:
-        b_n = a_n
-    else:
-        b_n = b * tf.math.rsqrt(tf.reduce_sum(tf.square(b), -1, keepdims=True) + eps)
+    a_n = unit_vectors(a, eps)
+    b_n = a_n if b is None else unit_vectors(b, eps)
     return tf.linalg.matmul(a_n, b_n, transpose_b=True)
 
 

@@ -38,6 +38,7 @@ import tensorflow as tf
 
 from active_learning.layers.clustered_index import clustered_selection_index
 from active_learning.layers.masked import NEG_INF, masked_max_mean_min
+from active_learning.layers.masked import unit_vectors  # noqa: F401  (public here too)
 
 # Row-block size and neighbour-list length when the caller names none
 # (`ModelConfig.selection_chunk`, `ModelConfig.selector_neighbours`).
@@ -55,12 +56,6 @@ SelectionIndex = collections.namedtuple(
      "top_indices",      # [B, P, k] i's k most similar other items, most first
      "bottom_indices"])  # [B, P, k] i's k least similar other items, least first
 # The lists' cosines are not kept: a step recomputes the one it needs per item.
-
-
-def unit_vectors(embeddings, eps=1e-8):
-    """Rows scaled to unit length, as `masked.cosine_matrix` scales them."""
-    return embeddings * tf.math.rsqrt(tf.reduce_sum(tf.square(embeddings), -1,
-                                                    keepdims=True) + eps)
 
 
 def selection_index(embeddings, temperatures=(), neighbours=DEFAULT_NEIGHBOURS,
