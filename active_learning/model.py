@@ -34,6 +34,7 @@ from active_learning.config import ModelConfig
 from active_learning.layers import prior_predictor
 from active_learning.layers.masked import cosine_matrix
 from active_learning.layers import selection_index as selection_index_lib
+from active_learning.layers import selector as selector_lib
 
 # Smoothing for log-likelihood rewards: a class that no labelled item carries
 # has probability 0 under a convex combination of one-hot labels.
@@ -224,6 +225,16 @@ class ActiveMatchingNetwork(keras.Model):
         """Cosine matrix among pool items, computed once per episode (3.2.5)."""
         return cosine_matrix(self.features(embeddings))
 
+    def mass_attention(self, cosine):
+        """The labelled-mass features' attention `[B, P, K, P]` of the exact
+        selector (`selector.mass_attention`): it does not depend on the labels,
+        so a rollout computes it once per episode, as the cosine matrix; None
+        for the scalable selector or without mass temperatures."""
+        c = self.config
+        if c.selector_features == "scalable" or not c.labelled_mass_temperatures:
+            return None
+        return selector_lib.mass_attention(cosine, c.labelled_mass_temperatures)
+
     def selection_index(self, embeddings):
         """The per-episode `SelectionIndex` of a scalable selector; None for the
         exact one (`config.selector_features`).
@@ -271,7 +282,7 @@ class ActiveMatchingNetwork(keras.Model):
         return tf.squeeze(vectors, -1)
 
     def select(self, embeddings, state, labels, labeled, cosine=None, pending=None,
-               index=None):
+               index=None, mass_attention=None):
         """Selection logits [B, P]; labelled items get a logit of -1e9.
 
         `pending` [B, P] (optional): items already picked in this round of a
@@ -284,7 +295,8 @@ class ActiveMatchingNetwork(keras.Model):
 
         `cosine` (exact selector) or `index` (scalable selector,
         `selection_index`): the episode's precomputed similarities, computed
-        here when not given; the other one is not read.
+        here when not given; the other one is not read. `mass_attention`
+        (exact selector, `mass_attention`): likewise, for the labelled masses.
         """
         del labels  # selection sees which items are labelled, not the labels
         covered = labeled if pending is None else tf.logical_or(labeled, pending)
@@ -296,7 +308,7 @@ class ActiveMatchingNetwork(keras.Model):
         if cosine is None:
             cosine = self.similarities(embeddings)
         return self.selector(self.features(embeddings), self.controller.hidden(state), cosine,
-                             covered)
+                             covered, attention=mass_attention)
 
     def read_pending(self, embeddings, state, index):
         """The control state after reading item `index` [B] without its label.
@@ -312,7 +324,7 @@ class ActiveMatchingNetwork(keras.Model):
 
     def select_round(self, embeddings, state, labels, labeled, k, choose=None,
                      cosine=None, read_pending=True, record=None, record_keys=(),
-                     first_logits=None, index=None):
+                     first_logits=None, index=None, mass_attention=None):
         """Picks `k` items one after another, each conditioned on the earlier ones.
 
         Batch-mode querying (annotators label k items at a time). The paper
@@ -335,7 +347,8 @@ class ActiveMatchingNetwork(keras.Model):
             records log-probabilities there).
           first_logits: the sequential `select` logits of this state, when
             the caller has them already (serving).
-          cosine, index: the episode's similarities, as for `select`.
+          cosine, index, mass_attention: the episode's similarities, as for
+            `select`.
 
         Returns:
           (indices `[B, k]` int32 in the order picked, logits of the first pick
@@ -353,7 +366,7 @@ class ActiveMatchingNetwork(keras.Model):
                 return tf.argmax(pick.logits, axis=-1, output_type=tf.int32)
         pending = tf.zeros_like(labeled)
         first = (self.select(embeddings, state, labels, labeled, cosine=cosine,
-                             index=pool_index)
+                             index=pool_index, mass_attention=mass_attention)
                  if first_logits is None else first_logits)
         # A static bound where k is known (training): XLA needs one to
         # differentiate through the loop.
@@ -368,7 +381,8 @@ class ActiveMatchingNetwork(keras.Model):
             logits = tf.cond(
                 tf.equal(j, 0), lambda: first,
                 lambda: self.select(embeddings, state_j, labels, labeled, cosine=cosine,
-                                    pending=pending, index=pool_index))
+                                    pending=pending, index=pool_index,
+                                    mass_attention=mass_attention))
             now = RoundPick(j, state_j, pending, logits, first)
             index = tf.cast(choose(now), tf.int32)
             if record is not None:
@@ -452,6 +466,19 @@ class ActiveMatchingNetwork(keras.Model):
         return -self.fold_in.candidate_errors(
             vectors, residual, labeled, tf.cast(support_labels, tf.float32) - prior,
             query_vectors, tf.cast(query_labels, tf.float32) - query_prior)
+
+    def lookahead_scores(self, query_embeddings, queries, embeddings, state, labels, labeled,
+                         support_labels, query_labels):
+        """Paper predictor: `[B, P]`, minus the queries' mean squared error of
+        the slow prediction if each pool item were labelled next, with the
+        current state and matching read (`SlowPredictor.lookahead`): the
+        rating oracle's closed form."""
+        candidates = self.label_vectors(support_labels, tf.ones_like(labeled))
+        vectors = self.slow_predictor.lookahead(
+            query_embeddings, self.controller.hidden(state), embeddings, labeled,
+            self.label_vectors(labels, labeled), self.query_prior(queries), candidates)
+        error = tf.square(self._output(vectors) - tf.cast(query_labels, tf.float32)[:, None, :])
+        return -tf.reduce_mean(error, -1)
 
     def predict(self, embeddings, state, labels, labeled, queries,
                 return_attention=False, training=False):

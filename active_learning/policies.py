@@ -72,6 +72,7 @@ class StepContext:
     noise: Optional[tf.Tensor] = None
     pending: Optional[tf.Tensor] = None
     round_logits: Optional[tf.Tensor] = None
+    query_embeddings: Optional[tf.Tensor] = None   # x' of `queries`, when encoded
 
 
 def uniform_noise(ctx, seed):
@@ -170,16 +171,24 @@ def unseen_class_mask(labels, labeled, support_labels):
     return tf.logical_and(tf.logical_not(seen), tf.logical_not(labeled))
 
 
-def rating_oracle_scores(ctx):
+RATING_ORACLES = ("closed_form", "exact")
+
+
+def rating_oracle_scores(ctx, method="exact"):
     """[B, P]: minus the held-out squared error if each item were labelled next.
 
-    Every candidate is tried at once: the batch is tiled over the pool, so the
-    cost is one controller update and one slow prediction over B * P episodes.
-    Each candidate's prediction uses the state after reading its label, as the
-    model's own prediction would once that item is labelled. A model with the
-    prior-aware predictor scores by its fold-in in closed form instead
-    (`ActiveMatchingNetwork.fold_in_scores`).
+    `exact` tries every candidate at once: the batch is tiled over the pool,
+    so the cost is one controller update and one slow prediction over B * P
+    episodes, and each candidate's prediction uses the state after reading
+    its label, as the model's own prediction would once that item is
+    labelled. `closed_form` keeps the current state and matching read and
+    adds each candidate to the slow predictor's last softmax
+    (`SlowPredictor.lookahead`): O(B Q P), one slow prediction in all. A
+    model with the prior-aware predictor scores by its fold-in in closed form
+    with either method (`ActiveMatchingNetwork.fold_in_scores`).
     """
+    if method not in RATING_ORACLES:
+        raise ValueError(f"rating oracle must be one of {RATING_ORACLES}, got {method!r}")
     model = ctx.model
     batch = tf.shape(ctx.labeled)[0]
     pool = tf.shape(ctx.labeled)[1]
@@ -191,6 +200,12 @@ def rating_oracle_scores(ctx):
     if getattr(model, "uses_prior", False):
         return model.fold_in_scores(ctx.embeddings, labels, ctx.labeled, ctx.support_labels,
                                     ctx.queries, ctx.query_labels)
+    if method == "closed_form":
+        query_embeddings = (model.encode(ctx.queries) if ctx.query_embeddings is None
+                            else ctx.query_embeddings)
+        return model.lookahead_scores(query_embeddings, ctx.queries, ctx.embeddings, ctx.state,
+                                      labels, ctx.labeled, ctx.support_labels,
+                                      ctx.query_labels)
     tile = lambda x: tf.repeat(x, pool, axis=0)  # noqa: E731
     candidate = tf.tile(tf.range(pool), [batch])
     support_labels = tile(ctx.support_labels)
@@ -208,8 +223,12 @@ class OraclePolicy(Policy):
 
     name = "oracle"
 
-    def __init__(self, task="classification"):
+    def __init__(self, task="classification", rating_oracle="exact"):
+        if rating_oracle not in RATING_ORACLES:
+            raise ValueError(f"rating_oracle must be one of {RATING_ORACLES}, "
+                             f"got {rating_oracle!r}")
         self.task = task
+        self.rating_oracle = rating_oracle
         self.needs_queries = task == "regression"
 
     def target_mask(self, ctx):
@@ -219,7 +238,7 @@ class OraclePolicy(Policy):
             # Once every class is labelled, any unlabelled item is fine.
             any_unseen = tf.reduce_any(unseen, axis=-1, keepdims=True)
             return tf.where(any_unseen, unseen, tf.logical_not(ctx.labeled))
-        scores = rating_oracle_scores(ctx)
+        scores = rating_oracle_scores(ctx, self.rating_oracle)
         best = _masked_argmax(scores, ctx.labeled)
         return tf.one_hot(best, tf.shape(ctx.labeled)[1], on_value=True, off_value=False)
 

@@ -14,7 +14,8 @@ from active_learning.layers.masked import NEG_INF
 from active_learning.policies import OraclePolicy, StepContext
 
 def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
-           imitation=False, training=False, encoded=None, query_batch=1):
+           imitation=False, training=False, encoded=None, query_batch=1,
+           rating_oracle="closed_form", defer_rewards=None):
     """Runs `num_steps` label queries of `policy` on a batch of episodes.
 
     With `query_batch` K > 1 the labels arrive in rounds: the policy picks K
@@ -42,6 +43,15 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
         batch's items, when the caller ran the item encoder itself (the
         compiled training step does, to keep convolutions out of XLA).
       query_batch: K, labels per round (a Python int dividing `num_steps`).
+      rating_oracle: how the imitation oracle scores rating candidates
+        (`policies.rating_oracle_scores`): `exact` or `closed_form`.
+      defer_rewards: compute the fast and slow rewards of every step after
+        the loop, in one call over all steps' states stacked into the batch,
+        instead of inside each step. The same values (up to float rounding)
+        from T times fewer, larger kernels: the slow prediction of every
+        step was most of the compiled training step. None: when `training`
+        (evaluation keeps the per-step order of operations, so its recorded
+        numbers stay bit-identical).
 
     If the batch carries `selection_noise` (uniform (0, 1), `[B, T, P]`), the
     policies draw their random choices from it instead of from `seed`, which
@@ -72,43 +82,70 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
     cosine = model.similarities(embeddings)
     # The scalable selector's per-episode index (None for the exact one).
     pool_index = model.selection_index(embeddings)
+    # The labelled masses' attention, also once per episode (None if unused).
+    pool_attention = model.mass_attention(cosine)
     shape = tf.shape(support_labels)
     labeled = tf.zeros(shape, tf.bool)
     if task == "classification":
         labels = tf.fill(shape, tf.constant(-1, tf.int32))
     else:
         labels = tf.zeros(shape, tf.float32)
-    oracle = OraclePolicy(task) if imitation else None
+    oracle = OraclePolicy(task, rating_oracle) if imitation else None
     noise = batch.get("selection_noise") if isinstance(batch, dict) else None
     seeds = tf.cast(tf.random.experimental.stateless_split(
         tf.cast(seed, tf.int64), num_steps), tf.int32)
 
-    def slow_predict(state, labels, labeled):
-        return model.predict_encoded(query_embeddings, episode.queries, embeddings, state,
-                                     labels, labeled)[0]
+    if defer_rewards is None:
+        defer_rewards = training
+    # What the rewards read of each episode (batched over steps when deferred).
+    episode_tensors = dict(embeddings=embeddings, cosine=cosine, support_labels=support_labels,
+                           query_embeddings=query_embeddings, queries=episode.queries,
+                           query_labels=query_labels)
 
-    def step(t, state, labels, labeled, arrays):
-        logits = model.select(embeddings, state, labels, labeled, cosine=cosine,
-                              index=pool_index)
+    def slow_predict(state, labels, labeled, tensors=None):
+        t = tensors or episode_tensors
+        return model.predict_encoded(t["query_embeddings"], t["queries"], t["embeddings"],
+                                     state, labels, labeled)[0]
+
+    # Deferring also the selection scores (log-probabilities, entropies,
+    # values, imitation): the loop then picks from logits nothing
+    # differentiates, and the differentiated selector runs once after it.
+    # One label at a time with the exact selector only (a round's picks and
+    # the scalable index are not batched over steps).
+    defer_selection = defer_rewards and query_batch == 1 and pool_index is None
+
+    def selection_scores(logits, labeled, state, index, target):
         log_p = tf.nn.log_softmax(logits, axis=-1)
-        ctx = StepContext(model, embeddings, state, labels, labeled, cosine, logits,
-                          episode.support, support_labels, episode.queries, query_labels,
-                          noise=None if noise is None else noise[:, t])
-        index = tf.stop_gradient(policy.choose(ctx, seeds[t]))
-        record = {
-            "actions": index,
+        out = {
             "log_probs": tf.gather(log_p, index, batch_dims=1),
             "entropies": -tf.reduce_sum(tf.where(labeled, 0.0, tf.exp(log_p) * log_p), -1),
             # The critic learns from its own loss only: it must not reshape the
             # controller state that selection and prediction share.
             "values": model.value(tf.stop_gradient(state)),
         }
-        if oracle is not None:
-            target = tf.stop_gradient(oracle.target_mask(ctx))
-            record["imitation_log_probs"] = tf.reduce_logsumexp(
+        if target is not None:
+            out["imitation_log_probs"] = tf.reduce_logsumexp(
                 tf.where(target, log_p, NEG_INF), axis=-1)
         else:
-            record["imitation_log_probs"] = tf.zeros_like(record["values"])
+            out["imitation_log_probs"] = tf.zeros_like(out["values"])
+        return out
+
+    def step(t, state, labels, labeled, arrays):
+        logits = model.select(embeddings, state, labels, labeled, cosine=cosine,
+                              index=pool_index, mass_attention=pool_attention)
+        ctx = StepContext(model, embeddings, state, labels, labeled, cosine, logits,
+                          episode.support, support_labels, episode.queries, query_labels,
+                          noise=None if noise is None else noise[:, t],
+                          query_embeddings=query_embeddings)
+        index = tf.stop_gradient(policy.choose(ctx, seeds[t]))
+        target = None if oracle is None else tf.stop_gradient(oracle.target_mask(ctx))
+        record = {"actions": index}
+        if defer_selection:
+            record.update(picked_state=state, picked_labeled=labeled)
+            if target is not None:
+                record["picked_target"] = target
+        else:
+            record.update(selection_scores(logits, labeled, state, index, target))
 
         label = tf.gather(support_labels, index, batch_dims=1)
         state, labels, labeled = model.observe(embeddings, state, labels, labeled,
@@ -117,19 +154,29 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
         arrays = {k: arrays[k].write(t, v) for k, v in record.items()}
         return t + 1, state, labels, labeled, arrays
 
+    def rewards(state, labels, labeled, tensors):
+        """The fast reward, and the slow reward and metric when every step has one."""
+        out = {}
+        # Fast reward: mean log-likelihood over the still-unlabelled pool items.
+        fast = model.fast_predict(tensors["embeddings"], state, labels, labeled,
+                                  cosine=tensors["cosine"])
+        fast_ll = model.log_likelihood(fast, tensors["support_labels"])
+        unlabeled = tf.cast(tf.logical_not(labeled), tf.float32)
+        out["fast_rewards"] = (tf.reduce_sum(fast_ll * unlabeled, -1)
+                               / tf.maximum(tf.reduce_sum(unlabeled, -1), 1.0))
+        if slow_every_step:
+            predictions = slow_predict(state, labels, labeled, tensors)
+            out["slow_rewards"] = tf.reduce_mean(
+                model.log_likelihood(predictions, tensors["query_labels"]), -1)
+            out["query_metric"] = query_metric(task, predictions, tensors["query_labels"])
+        return out
+
     def after_labels(state, labels, labeled, record):
         """The rewards and measurements once the labels of a step or round are in."""
-        # Fast reward: mean log-likelihood over the still-unlabelled pool items.
-        fast = model.fast_predict(embeddings, state, labels, labeled, cosine=cosine)
-        fast_ll = model.log_likelihood(fast, support_labels)
-        unlabeled = tf.cast(tf.logical_not(labeled), tf.float32)
-        record["fast_rewards"] = (tf.reduce_sum(fast_ll * unlabeled, -1)
-                                  / tf.maximum(tf.reduce_sum(unlabeled, -1), 1.0))
-        if slow_every_step:
-            predictions = slow_predict(state, labels, labeled)
-            record["slow_rewards"] = tf.reduce_mean(
-                model.log_likelihood(predictions, query_labels), -1)
-            record["query_metric"] = query_metric(task, predictions, query_labels)
+        if defer_rewards:
+            record.update(seen_state=state, seen_labels=labels, seen_labeled=labeled)
+        else:
+            record.update(rewards(state, labels, labeled, episode_tensors))
         record["distinct_labels"] = distinct_labels(support_labels, labeled)
         return record
 
@@ -149,7 +196,8 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
             return StepContext(model, embeddings, pick.state, labels, covered, cosine, logits,
                                episode.support, support_labels, episode.queries,
                                query_labels, noise=None if noise is None else noise[:, t],
-                               pending=pick.pending, round_logits=pick.first_logits), t
+                               pending=pick.pending, round_logits=pick.first_logits,
+                               query_embeddings=query_embeddings), t
 
         def choose(pick):
             ctx, t = context(pick)
@@ -172,7 +220,8 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
             ("imitation_log_probs",) if oracle is not None else ())
         indices, _, picks = model.select_round(
             embeddings, state, labels, labeled, k_round, choose=choose, cosine=cosine,
-            record=record_pick, record_keys=pick_keys, index=pool_index)
+            record=record_pick, record_keys=pick_keys, index=pool_index,
+            mass_attention=pool_attention)
         indices = tf.stop_gradient(indices)
         record = {
             "actions": indices,
@@ -197,19 +246,50 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
         arrays = {k: arrays[k].write(r, v) for k, v in record.items()}
         return r + 1, state, labels, labeled, arrays
 
-    keys = ["actions", "log_probs", "entropies", "values", "imitation_log_probs",
-            "fast_rewards", "distinct_labels"]
-    if slow_every_step:
-        keys += ["slow_rewards", "query_metric"]
+    keys = ["actions", "distinct_labels"]
+    dtypes = {"actions": tf.int32, "seen_labels": labels.dtype, "seen_labeled": tf.bool,
+              "picked_labeled": tf.bool, "picked_target": tf.bool}
+    if defer_selection:
+        keys += ["picked_state", "picked_labeled"] + (
+            ["picked_target"] if oracle is not None else [])
+    else:
+        keys += ["log_probs", "entropies", "values", "imitation_log_probs"]
+    if defer_rewards:
+        keys += ["seen_state", "seen_labels", "seen_labeled"]
+    else:
+        keys += ["fast_rewards"] + (["slow_rewards", "query_metric"] if slow_every_step else [])
     rounds = num_steps // query_batch
     body = step if query_batch == 1 else round_step
-    arrays = {k: tf.TensorArray(tf.int32 if k == "actions" else tf.float32, size=rounds)
-              for k in keys}
+    arrays = {k: tf.TensorArray(dtypes.get(k, tf.float32), size=rounds) for k in keys}
     # A symbolic loop keeps the graph (and its trace time) independent of T.
     _, state, labels, labeled, arrays = tf.while_loop(
         lambda t, *_: t < rounds, body, (tf.constant(0), state, labels, labeled, arrays),
         maximum_iterations=rounds)
-    result = {k: tf.transpose(v.stack(), [1, 0]) for k, v in arrays.items() if k != "actions"}
+    stacked = {}
+    if defer_rewards:
+        flat = lambda x: tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0))  # noqa: E731
+        # [R, B, ...] -> [R * B, ...]: step r of episode b is row r * B + b.
+        tile = lambda v: flat(tf.tile(v[None], tf.concat(  # noqa: E731
+            [[rounds], tf.ones_like(tf.shape(v))], 0)))
+        tiled = {k: tile(v) for k, v in episode_tensors.items()}
+        seen = [flat(arrays.pop(k).stack()) for k in ("seen_state", "seen_labels",
+                                                       "seen_labeled")]
+        stacked.update(rewards(*seen, tiled))
+        if defer_selection:
+            picked_state = flat(arrays.pop("picked_state").stack())
+            picked_labeled = flat(arrays.pop("picked_labeled").stack())
+            target = (flat(arrays.pop("picked_target").stack()) if oracle is not None
+                      else None)
+            logits = model.select(
+                tiled["embeddings"], picked_state, None, picked_labeled,
+                cosine=tiled["cosine"],
+                mass_attention=None if pool_attention is None else tile(pool_attention))
+            stacked.update(selection_scores(logits, picked_labeled, picked_state,
+                                            flat(arrays["actions"].stack()), target))
+        stacked = {k: tf.reshape(v, [rounds, -1]) for k, v in stacked.items()}
+    stacked.update({k: v.stack() for k, v in arrays.items()
+                    if k != "actions" and k not in stacked})
+    result = {k: tf.transpose(v, [1, 0]) for k, v in stacked.items()}
     actions = arrays["actions"].stack()
     if query_batch == 1:
         result["actions"] = tf.transpose(actions, [1, 0])

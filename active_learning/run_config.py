@@ -38,6 +38,9 @@ from active_learning.training import TrainConfig
 
 # Written as `format` in run_config.json; a record without it is older.
 FORMAT = 2
+# TrainConfig fields added after this format was fixed, with the value every
+# run recorded before them had: such a run resumes, and reports, as trained.
+TRAIN_FIELDS_ADDED_LATER = {"rating_oracle": "exact"}
 
 CLASSIFICATION_TASKS = ("omniglot", "classification")
 RATINGS_TASKS = ("movielens", "ratings")
@@ -344,7 +347,10 @@ class RunConfig:
                              f"{CLASSIFICATION_TASKS + RATINGS_TASKS}, got {task!r}")
         which = 1 if task in RATINGS_TASKS else 0
         values["loop"] = _build(LoopConfig, values["loop"], "loop")
-        values["train_config"] = _build(TrainConfig, values["train_config"], "train_config")
+        train = values["train_config"]
+        if isinstance(train, dict):
+            train = {**TRAIN_FIELDS_ADDED_LATER, **train}
+        values["train_config"] = _build(TrainConfig, train, "train_config")
         values["episodes"] = _build(_SECTIONS["episodes"][which], values["episodes"],
                                     "episodes")
         if values["data"] is not None:

@@ -118,7 +118,7 @@ def convert(record, source="run_config.json", model_config=None):
     train = dict(record.get("train_config") or {})
     train_config = fill.section(
         TrainConfig, train, overrides={"num_steps": episodes.budget},
-        query_batch=record.get("query_batch") or 1)
+        query_batch=record.get("query_batch") or 1, **rc.TRAIN_FIELDS_ADDED_LATER)
 
     data = _ratings_data(record, fill, model_config) if ratings else \
         _classification_data(record, fill, dataset)

@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from active_learning import rollout
 from active_learning.layers.masked import NEG_INF, cosine_matrix
-from active_learning.policies import make_policy
+from active_learning.policies import RATING_ORACLES, make_policy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +73,11 @@ class TrainConfig:
     # arrive (batch-mode querying, `rollout.unroll`); rewards, values and GAE
     # are per round. 1 is the paper's one label at a time.
     query_batch: int = 1
+    # How the imitation oracle scores rating candidates: `closed_form` adds
+    # each one to the slow predictor's last softmax, `exact` replays a
+    # controller update and a slow prediction per candidate (5x the step;
+    # runs recorded before this field trained with it).
+    rating_oracle: str = "closed_form"
 
     def __post_init__(self):
         if self.num_steps < 1:
@@ -85,6 +90,9 @@ class TrainConfig:
         if self.contrast_weight < 0 or self.contrast_scale <= 0:
             raise ValueError("contrast_weight must be >= 0 and contrast_scale > 0, got "
                              f"{self.contrast_weight} and {self.contrast_scale}")
+        if self.rating_oracle not in RATING_ORACLES:
+            raise ValueError(f"rating_oracle must be one of {RATING_ORACLES}, "
+                             f"got {self.rating_oracle!r}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
 
@@ -151,7 +159,8 @@ def compute_loss(model, batch, config: TrainConfig, policy, seed, step, global_b
     out = rollout.unroll(model, batch, policy, num_steps or config.num_steps, seed,
                          slow_every_step=config.slow_every_step,
                          imitation=use_imitation, training=True, encoded=encoded,
-                         query_batch=config.query_batch)
+                         query_batch=config.query_batch,
+                         rating_oracle=config.rating_oracle)
     rewards = config.fast_weight * out["fast_rewards"] + config.slow_weight * out["slow_rewards"]
     per_episode = lambda x: tf.reduce_sum(x) / global_batch_size  # noqa: E731
 

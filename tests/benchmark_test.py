@@ -186,7 +186,11 @@ def test_flags_make_the_command_configs():
     assert full.embed_dim == common.FLAGS["embed_dim"].default == 64
     assert full.units == common.FLAGS["units"].default == 64
     assert [(s.pool, s.labels) for s in full.scenarios] == [(25, 5), (50, 10), (100, 30),
-                                                            (50, 10)]
+                                                            (50, 10), (50, 10)]
+    # The two MovieLens rows differ only in the imitation oracle, and the
+    # default one is the trainers' default.
+    assert [s.rating_oracle for s in full.scenarios if s.task == "movielens"] == [
+        common.FLAGS["rating_oracle"].default, "exact"]
     assert full.serving_pools == (25, 100, 1000) and full.serving_batches == (1, 64)
 
 

@@ -431,6 +431,43 @@ class ModuleTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, "matching steps"):
             al_layers.SlowPredictor(U, D, U, steps=0)
 
+    @parameterized.parameters(False, True)
+    def test_slow_lookahead_equals_labelling_the_candidate(self, prior_slot):
+        # With one matching step the query's matched embedding does not depend
+        # on the labelled set, so adding candidate p to the last softmax is
+        # exactly the slow prediction with p labelled (same control state).
+        keras.utils.set_random_seed(0)
+        slow = al_layers.SlowPredictor(U, D, U, steps=1, prior_slot=prior_slot)
+        queries = tf.random.normal([B, Q, D], seed=1)
+        support = tf.random.normal([B, P, D], seed=2)
+        control = tf.random.normal([B, U], seed=3)
+        labeled = np.array([[True, False, True, False, False],
+                            [False, False, False, False, False]])
+        ratings = np.random.RandomState(4).uniform(0.5, 5.0, (B, P)).astype(np.float32)
+        vectors = lambda mask: tf.constant((ratings * mask)[..., None])  # noqa: E731
+        prior = tf.constant([3.0])
+        ahead = slow.lookahead(queries, control, support, tf.constant(labeled),
+                               vectors(labeled), prior, tf.constant(ratings[..., None]))
+        self.assertEqual(ahead.shape, (B, P, Q, 1))
+        for p in range(P):
+            now = labeled.copy()
+            now[:, p] = True
+            expected, _ = slow(queries, control, support, tf.constant(now), vectors(now), prior)
+            for b in np.flatnonzero(~labeled[:, p]):  # the oracle skips labelled items
+                self.assertAllClose(ahead[b, p], expected[b], atol=1e-5)
+        # With three matching steps the read moves with the labelled set, so
+        # the lookahead is an approximation: a convex blend of the current
+        # prediction and the candidate's rating, strictly between them.
+        slow3 = al_layers.SlowPredictor(U, D, U, steps=3, prior_slot=prior_slot)
+        ahead = slow3.lookahead(queries, control, support, tf.constant(labeled),
+                                vectors(labeled), prior, tf.constant(ratings[..., None]))
+        current, _ = slow3(queries, control, support, tf.constant(labeled), vectors(labeled),
+                           prior)
+        low = np.minimum(current.numpy()[:, None], ratings[:, :, None, None])
+        high = np.maximum(current.numpy()[:, None], ratings[:, :, None, None])
+        self.assertTrue(np.all((ahead.numpy() > low - 1e-6) & (ahead.numpy() < high + 1e-6)))
+        self.assertTrue(np.all(np.abs(ahead.numpy() - current.numpy()[:, None]) > 0))
+
     def test_value_head(self):
         head = al_layers.ValueHead(U)
         values = head(tf.random.normal([B, U], seed=1))

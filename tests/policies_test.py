@@ -296,6 +296,31 @@ class HeuristicTest(tf.test.TestCase, parameterized.TestCase):
             self.assertAllEqual(choice, errors.argmin(-1))
             self.assertAllEqual(oracle.target_mask(ctx), np.eye(P, dtype=bool)[choice])
 
+    def test_closed_form_rating_oracle(self):
+        model = self.models["regression"]
+        batch = make_batch("regression", seed=4)
+        # Nothing labelled: one rating is the whole prediction either way, so
+        # the closed form equals the exact scores.
+        ctx = make_context(model, batch, tf.zeros([B, P], tf.bool))
+        self.assertAllClose(policies.rating_oracle_scores(ctx, "closed_form"),
+                            policies.rating_oracle_scores(ctx, "exact"), atol=1e-5)
+        expected = -np.mean(np.square(batch["support_labels"].numpy()[:, :, None]
+                                      - batch["query_labels"].numpy()[:, None, :]), -1)
+        self.assertAllClose(policies.rating_oracle_scores(ctx, "closed_form"), expected,
+                            atol=1e-5)
+        # Later it blends the candidate into the current slow prediction.
+        labeled = tf.constant([[True, False, False, True, False, False],
+                               [False, True, False, False, False, True]])
+        ctx = make_context(model, batch, labeled)
+        scores = policies.rating_oracle_scores(ctx, "closed_form").numpy()
+        self.assertTrue(np.all(np.isfinite(scores)))
+        self.assertNotAllClose(scores, policies.rating_oracle_scores(ctx, "exact"))
+        oracle = policies.OraclePolicy("regression", rating_oracle="closed_form")
+        choice = oracle.choose(ctx, tf.constant([0, 0])).numpy()
+        self.assertAllEqual(choice, np.where(labeled.numpy(), -np.inf, scores).argmax(-1))
+        with self.assertRaisesRegex(ValueError, "rating_oracle must be one of"):
+            policies.OraclePolicy("regression", rating_oracle="fast")
+
     def test_make_policy_errors(self):
         with self.assertRaisesRegex(ValueError, "unknown policy 'best'"):
             policies.make_policy("best")

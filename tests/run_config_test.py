@@ -94,6 +94,18 @@ def test_missing_and_unknown_fields_are_named_not_defaulted():
         rc.RunConfig.from_dict(record)
 
 
+def test_a_field_added_later_reads_as_the_older_runs_had_it():
+    # Runs recorded before `rating_oracle` existed imitated the exact oracle;
+    # a new run defaults to the closed form.
+    record = _ratings_run().to_dict()
+    assert record["train_config"]["rating_oracle"] == "closed_form"
+    del record["train_config"]["rating_oracle"]
+    assert rc.RunConfig.from_dict(record).train_config.rating_oracle == "exact"
+    record["train_config"]["rating_oracle"] = "fast"
+    with pytest.raises(ValueError, match="train_config.rating_oracle must be one of"):
+        rc.RunConfig.from_dict(record)
+
+
 def test_budget_and_train_steps_must_agree():
     run = _ratings_run().to_dict()
     run["train_config"]["num_steps"] = 8

@@ -68,6 +68,11 @@ flags.DEFINE_float("contrast_weight", 0.0, "Omniglot: weight of the pool contras
                    "selection reads; the pool's labels are known in training). 0: off.")
 flags.DEFINE_bool("slow_every_step", True, "Slow-predict the held-out items after every "
                   "label (anytime reward) rather than only after the last.")
+flags.DEFINE_enum("rating_oracle", "closed_form", ["closed_form", "exact"],
+                  "Ratings: how the imitation oracle scores each candidate. closed_form: "
+                  "the candidate joins the current slow prediction's last softmax; "
+                  "exact: a controller update and a slow prediction per candidate "
+                  "(about 5x slower steps; how models trained before this flag learned).")
 flags.DEFINE_string("policy", "learned", "Selection policy during training: learned, or a "
                     "fixed heuristic (random, min_max_cos, popular_entropy, entropy, "
                     "gp_variance) that drives the same architecture; the best checkpoint "
@@ -146,7 +151,8 @@ def train_config_from_flags(num_steps):
         imitation_anneal_steps=FLAGS.imitation_anneal_steps,
         contrast_weight=FLAGS.contrast_weight,
         slow_every_step=FLAGS.slow_every_step, policy=FLAGS.policy, seed=FLAGS.seed,
-        jit_compile=jit_compile_from_flags(), query_batch=FLAGS.query_batch)
+        jit_compile=jit_compile_from_flags(), query_batch=FLAGS.query_batch,
+        rating_oracle=FLAGS.rating_oracle)
 
 
 def jit_compile_from_flags():

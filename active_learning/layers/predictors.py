@@ -103,6 +103,14 @@ class SlowPredictor(keras.layers.Layer):
 
     def call(self, queries, control, support, labeled, label_vectors, prior):
         """queries [B,Q,D], control [B,H], support [B,P,D] -> (pred, attention)."""
+        attention, _, _ = self._match(queries, control, support, labeled)
+        return blend_with_prior(attention, label_vectors, prior), attention
+
+    def _match(self, queries, control, support, labeled):
+        """The K matching steps: (last attention `[B, Q, P]`, last logits to
+        every pool item `[B, Q, P]`, unmasked, and the log of the last
+        softmax's normaliser `[B, Q, 1]` over the labelled items and the prior
+        slot)."""
         # Broadcasting, not tf.tile: the gradient then needs no shape value
         # carried through the rollout loop, which XLA cannot compile.
         control_q = control[:, None, :] + tf.zeros_like(queries[..., :1])
@@ -112,18 +120,39 @@ class SlowPredictor(keras.layers.Layer):
         mask = tf.broadcast_to(labeled[:, None, :],
                                tf.concat([tf.shape(queries)[:2], tf.shape(labeled)[1:]], 0))
         temperature = tf.exp(tf.convert_to_tensor(self.log_temperature))
-        attention = None
+        attention = logits = masked = None
         for _ in range(self.steps):  # K is a small constant (3): unrolled
             hidden, state = self.cell(tf.concat([read, queries, control_q], -1), state)
             matched = queries + self.match_map(hidden)
             logits = temperature * cosine_matrix(matched, support)
+            masked = tf.where(mask, logits, NEG_INF)
             if self.prior_slot:
                 # Softmax over [items; prior]: the items' weights sum to
                 # 1 - a_0, which blend_with_prior gives to the prior.
-                logits = tf.concat([tf.where(mask, logits, NEG_INF),
-                                    self.prior_logit(hidden)], -1)
-                attention = tf.nn.softmax(logits, -1)[..., :-1]
+                masked = tf.concat([masked, self.prior_logit(hidden)], -1)
+                attention = tf.nn.softmax(masked, -1)[..., :-1]
             else:
                 attention = masked_softmax(logits, mask)
             read = tf.linalg.matmul(attention, support)
-        return blend_with_prior(attention, label_vectors, prior), attention
+        return attention, logits, tf.reduce_logsumexp(masked, -1, keepdims=True)
+
+    def lookahead(self, queries, control, support, labeled, label_vectors, prior,
+                  candidate_vectors):
+        """`[B, P, Q, L]`: the prediction for each query if pool item p were
+        labelled next with label vector `candidate_vectors[:, p]`, in closed form.
+
+        The matching read of the current labelled set is kept and the
+        candidate joins only its last softmax: with l the candidate's logit
+        and Z the softmax's normaliser, the prediction becomes
+        (1 - s) * prediction + s * y_p with s = sigmoid(l - Z). This leaves out
+        how the candidate would change the control state and the earlier
+        matching steps, and costs O(B Q P) instead of a controller update and a
+        slow prediction per candidate.
+        """
+        if not self.built:
+            self.build(None)
+        attention, logits, log_normaliser = self._match(queries, control, support, labeled)
+        current = blend_with_prior(attention, label_vectors, prior)           # [B, Q, L]
+        share = tf.sigmoid(logits - log_normaliser)                           # [B, Q, P]
+        share = tf.transpose(share, [0, 2, 1])[..., None]                     # [B, P, Q, 1]
+        return (1.0 - share) * current[:, None] + share * candidate_vectors[:, :, None, :]

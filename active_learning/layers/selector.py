@@ -41,18 +41,28 @@ NUM_SIMILARITY_FEATURES = 6
 MASS_LOGIT_INIT = -15.0
 
 
-def labelled_masses(cosine, labeled, temperatures):
-    """`[B, P, K]`: for each of the K temperatures t, the share of each item's
-    attention over the other pool items, softmax_j(cosine_ij / t), that falls
-    on labelled items j. One softmax for all temperatures (fewer ops on the
-    serving path)."""
-    pool = tf.shape(labeled)[-1]
+def mass_attention(cosine, temperatures):
+    """`[B, P, K, P]`: each item's attention over the other pool items,
+    softmax_j(cosine_ij / t), for each of the K temperatures t. It does not
+    depend on which items are labelled, so a rollout computes it once per
+    episode and `labelled_masses` only sums it over the labelled items."""
+    pool = tf.shape(cosine)[-1]
     inverse = tf.constant([1.0 / t for t in temperatures], cosine.dtype)
     self_pairs = tf.eye(pool, dtype=tf.bool)[None, :, None, :]
     logits = tf.where(self_pairs, tf.constant(NEG_INF, cosine.dtype),
                       cosine[:, :, None, :] * inverse[:, None])          # [B, P, K, P]
-    attention = tf.nn.softmax(logits, axis=-1)
-    return tf.reduce_sum(attention * tf.cast(labeled, cosine.dtype)[:, None, None, :], -1)
+    return tf.nn.softmax(logits, axis=-1)
+
+
+def labelled_masses(cosine, labeled, temperatures, attention=None):
+    """`[B, P, K]`: for each of the K temperatures t, the share of each item's
+    attention over the other pool items, softmax_j(cosine_ij / t), that falls
+    on labelled items j. One softmax for all temperatures (fewer ops on the
+    serving path); `attention`: `mass_attention(cosine, temperatures)`, when
+    the caller has it already."""
+    if attention is None:
+        attention = mass_attention(cosine, temperatures)
+    return tf.reduce_sum(attention * tf.cast(labeled, attention.dtype)[:, None, None, :], -1)
 
 
 def labelled_mass(cosine, labeled, temperature):
@@ -60,10 +70,10 @@ def labelled_mass(cosine, labeled, temperature):
     return labelled_masses(cosine, labeled, (temperature,))[..., 0]
 
 
-def similarity_features(cosine, labeled, mass_temperatures=()):
+def similarity_features(cosine, labeled, mass_temperatures=(), attention=None):
     """The item-item features `[B, P, 6 + len(mass_temperatures)]` from cosine
     `[B, P, P]`: six max/mean/min cosines, then one labelled mass per
-    temperature."""
+    temperature (from `attention`, `mass_attention`'s, when given)."""
     pool = tf.shape(labeled)[-1]
     not_self = tf.logical_not(tf.eye(pool, dtype=tf.bool))
     to_labeled = tf.logical_and(labeled[:, None, :], not_self[None])
@@ -72,7 +82,8 @@ def similarity_features(cosine, labeled, mass_temperatures=()):
                        + masked_max_mean_min(cosine, to_unlabeled), axis=-1)
     if not mass_temperatures:
         return cosines
-    return tf.concat([cosines, labelled_masses(cosine, labeled, mass_temperatures)], -1)
+    return tf.concat([cosines, labelled_masses(cosine, labeled, mass_temperatures, attention)],
+                     -1)
 
 
 class Selector(keras.layers.Layer):
@@ -104,11 +115,12 @@ class Selector(keras.layers.Layer):
                 initializer=keras.initializers.Constant(MASS_LOGIT_INIT))
         self.built = True
 
-    def call(self, embeddings, control, cosine, labeled, index=None):
+    def call(self, embeddings, control, cosine, labeled, index=None, attention=None):
         """embeddings [B,P,D], control [B,H], cosine [B,P,P], labeled [B,P].
 
         With `features="scalable"`, `index` is the episode's `SelectionIndex`
-        and `cosine` is not read (None is fine).
+        and `cosine` is not read (None is fine). `attention`: the episode's
+        `mass_attention` (exact features), when the caller computed it once.
         """
         item_control = embeddings * self.controller_map(control)[:, None, :]
         if self.features == "scalable":
@@ -118,7 +130,8 @@ class Selector(keras.layers.Layer):
             similarities = scalable_similarity_features(embeddings, index, labeled,
                                                         self.mass_temperatures)
         else:
-            similarities = similarity_features(cosine, labeled, self.mass_temperatures)
+            similarities = similarity_features(cosine, labeled, self.mass_temperatures,
+                                               attention)
         features = tf.concat([item_control, similarities], -1)
         gated = self.gate(control)[:, None, :] * features
         logits = tf.squeeze(self.score(gated), -1)
