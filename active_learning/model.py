@@ -467,6 +467,11 @@ class ActiveMatchingNetwork(keras.Model):
             vectors, residual, labeled, tf.cast(support_labels, tf.float32) - prior,
             query_vectors, tf.cast(query_labels, tf.float32) - query_prior)
 
+    def project_queries(self, query_embeddings):
+        """The queries' share of the slow predictor's input projection, once
+        for all the predictions of an episode (`predict_encoded`)."""
+        return self.slow_predictor.project_queries(query_embeddings)
+
     def lookahead_scores(self, query_embeddings, queries, embeddings, state, labels, labeled,
                          support_labels, query_labels):
         """Paper predictor: `[B, P]`, minus the queries' mean squared error of
@@ -490,20 +495,25 @@ class ActiveMatchingNetwork(keras.Model):
             return predictions, attention
         return predictions
 
-    def predict_encoded(self, query_embeddings, queries, embeddings, state, labels, labeled):
+    def predict_encoded(self, query_embeddings, queries, embeddings, state, labels, labeled,
+                        query_projection=None):
         """`predict` from the queries' encoding x' (the rollout encodes once):
-        (predictions, the last matching attention `[B, Q, P]`)."""
+        (predictions, the last matching attention `[B, Q, P]`).
+        `query_projection`: `project_queries(query_embeddings)`, for a caller
+        that predicts for the same queries after every step
+        (`SlowPredictor.call`)."""
         control = self.controller.hidden(state)
         if not self.uses_prior:
             vectors, attention = self.slow_predictor(
                 query_embeddings, control, embeddings, labeled,
-                self.label_vectors(labels, labeled), self.query_prior(queries))
+                self.label_vectors(labels, labeled), self.query_prior(queries),
+                query_projection=query_projection)
             return self._output(vectors), attention
         _, _, weights, left = self._fold_in(embeddings, labels, labeled)
         query_prior, query_vectors = self.item_priors(queries)
         correction, attention = self.slow_predictor(
             query_embeddings, control, self.features(embeddings), labeled, left[..., None],
-            tf.zeros([1]))
+            tf.zeros([1]), query_projection=query_projection)
         predictions = (query_prior + prior_predictor.fold_in_predict(weights, query_vectors)
                        + self.fold_in.slow_gate * correction[..., 0])
         return predictions, attention

@@ -102,10 +102,16 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
                            query_embeddings=query_embeddings, queries=episode.queries,
                            query_labels=query_labels)
 
+    if defer_rewards:
+        # Training predicts for the same queries after every step: their
+        # share of the matching LSTM's input projection is computed once.
+        episode_tensors["query_projection"] = model.project_queries(query_embeddings)
+
     def slow_predict(state, labels, labeled, tensors=None):
         t = tensors or episode_tensors
         return model.predict_encoded(t["query_embeddings"], t["queries"], t["embeddings"],
-                                     state, labels, labeled)[0]
+                                     state, labels, labeled,
+                                     query_projection=t.get("query_projection"))[0]
 
     # Deferring also the selection scores (log-probabilities, entropies,
     # values, imitation): the loop then picks from logits nothing

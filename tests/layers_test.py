@@ -432,6 +432,36 @@ class ModuleTest(tf.test.TestCase, parameterized.TestCase):
             al_layers.SlowPredictor(U, D, U, steps=0)
 
     @parameterized.parameters(False, True)
+    def test_slow_query_projection_is_the_same_function(self, prior_slot):
+        # Training hands the slow predictor the queries' projection once per
+        # episode; the split projection must compute the recorded function,
+        # values and gradients, up to float rounding.
+        keras.utils.set_random_seed(0)
+        slow = al_layers.SlowPredictor(U, D, U, steps=3, prior_slot=prior_slot)
+        queries = tf.random.normal([B, Q, D], seed=1)
+        support = tf.random.normal([B, P, D], seed=2)
+        control = tf.random.normal([B, U], seed=3)
+        labeled = tf.constant([[True, False, True, False, False],
+                               [False, True, True, True, False]])
+        vectors = tf.one_hot(tf.constant([[0, 1, 2, 0, 1], [2, 2, 0, 1, 0]]), 3)
+        results = []
+        for split in (False, True):
+            with tf.GradientTape() as tape:
+                tape.watch([queries, control])
+                projection = slow.project_queries(queries) if split else None
+                out, attention = slow(queries, control, support, labeled, vectors,
+                                      tf.zeros([1]), query_projection=projection)
+                loss = tf.reduce_sum(tf.sin(3.0 * out))
+            grads = tape.gradient(loss, [queries, control] + slow.trainable_variables)
+            results.append((out, attention, grads))
+        (out0, att0, g0), (out1, att1, g1) = results
+        self.assertAllClose(out0, out1, atol=1e-5)
+        self.assertAllClose(att0, att1, atol=1e-5)
+        for a, b in zip(g0, g1):
+            self.assertIsNotNone(b)
+            self.assertAllClose(a, b, atol=1e-4 * (1.0 + float(tf.reduce_max(tf.abs(a)))))
+
+    @parameterized.parameters(False, True)
     def test_slow_lookahead_equals_labelling_the_candidate(self, prior_slot):
         # With one matching step the query's matched embedding does not depend
         # on the labelled set, so adding candidate p to the last softmax is

@@ -220,7 +220,8 @@ def synthetic_user_ratings(num_users, num_items, ratings_per_user, seed=0):
 
 def train_config(labels, seed=0, jit_compile=True, rating_oracle="closed_form"):
     """The trainers' flag defaults (trainers/common.py) for a label budget."""
-    return TrainConfig(jit_compile=jit_compile, num_steps=labels, rating_oracle=rating_oracle, learning_rate=1e-3, clip_norm=5.0, gae_gamma=1.0,
+    return TrainConfig(jit_compile=jit_compile, num_steps=labels, rating_oracle=rating_oracle,
+                       learning_rate=1e-3, clip_norm=5.0, gae_gamma=1.0,
                        gae_lambda=0.95, entropy_weight=0.01, value_weight=0.5,
                        imitation_weight=1.0, imitation_final_weight=0.1,
                        imitation_anneal_steps=1000, slow_every_step=True, policy="learned",

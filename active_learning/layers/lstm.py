@@ -55,6 +55,17 @@ class LayerNormLSTMCell(keras.layers.Layer):
         """
         return self.input_norm(self.input_map(inputs))
 
+    def first_step(self, projected_inputs):
+        """`step` from the zero state, without the hidden projection of zeros:
+        returns (h, new_state)."""
+        # LN of the zero projection is its offset; one row broadcasts.
+        zero = self.hidden_norm(tf.zeros([1, 4 * self.units], projected_inputs.dtype))
+        gates = projected_inputs + zero + self.bias
+        i, _, g, o = tf.split(gates, 4, axis=-1)
+        c = tf.sigmoid(i) * tf.tanh(g)
+        h = tf.sigmoid(o) * tf.tanh(self.cell_norm(c))
+        return h, tf.concat([h, c], axis=-1)
+
     def step(self, projected_inputs, state, hidden_kernel=None):
         """`call` from `project_inputs(inputs)`; returns (h, new_state).
 

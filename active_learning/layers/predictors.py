@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from active_learning.layers.lstm import LayerNormLSTMCell
-from active_learning.layers.masked import NEG_INF, cosine_matrix, masked_softmax
+from active_learning.layers.masked import NEG_INF, masked_softmax, unit_vectors
 from active_learning.layers.weight_norm import WeightNormDense
 
 
@@ -101,30 +101,65 @@ class SlowPredictor(keras.layers.Layer):
             initializer=keras.initializers.Constant(np.log(self.initial_temperature)))
         self.built = True
 
-    def call(self, queries, control, support, labeled, label_vectors, prior):
-        """queries [B,Q,D], control [B,H], support [B,P,D] -> (pred, attention)."""
-        attention, _, _ = self._match(queries, control, support, labeled)
+    def call(self, queries, control, support, labeled, label_vectors, prior,
+             query_projection=None):
+        """queries [B,Q,D], control [B,H], support [B,P,D] -> (pred, attention).
+
+        `query_projection`: `project_queries(queries)`, from a caller that
+        predicts for the same queries many times (training predicts after
+        every step of an episode). The matching LSTM's input projection is
+        then split by input: the queries' and the control's shares once, the
+        read's per matching step, and the first step starts from the zero
+        state without its hidden projection. The same function with about
+        half the multiply-adds, rounded differently; without it the
+        projection is the recorded one, so evaluation stays bit-identical.
+        """
+        attention, _, _ = self._match(queries, control, support, labeled, query_projection)
         return blend_with_prior(attention, label_vectors, prior), attention
 
-    def _match(self, queries, control, support, labeled):
+    def project_queries(self, queries):
+        """`[B, Q, 4 units]`: W_x' x', the queries' share of the matching
+        LSTM's input projection, the same at every matching step."""
+        if not self.built:
+            self.build(None)
+        kernel = self.cell.input_map.kernel()[self.embed_dim:2 * self.embed_dim]
+        return tf.tensordot(queries, kernel, axes=[[-1], [0]])
+
+    def _match(self, queries, control, support, labeled, query_projection=None):
         """The K matching steps: (last attention `[B, Q, P]`, last logits to
         every pool item `[B, Q, P]`, unmasked, and the log of the last
         softmax's normaliser `[B, Q, 1]` over the labelled items and the prior
         slot)."""
-        # Broadcasting, not tf.tile: the gradient then needs no shape value
-        # carried through the rollout loop, which XLA cannot compile.
-        control_q = control[:, None, :] + tf.zeros_like(queries[..., :1])
         state = tf.zeros(tf.concat([tf.shape(queries)[:2], [2 * self.units]], 0),
                          queries.dtype)
         read = tf.zeros_like(queries)
+        if query_projection is None:
+            # Broadcasting, not tf.tile: the gradient then needs no shape value
+            # carried through the rollout loop, which XLA cannot compile.
+            control_q = control[:, None, :] + tf.zeros_like(queries[..., :1])
+        else:
+            kernel = self.cell.input_map.kernel()
+            read_kernel = kernel[:self.embed_dim]
+            shared = query_projection + tf.linalg.matmul(
+                control, kernel[2 * self.embed_dim:])[:, None, :]
+            hidden_kernel = self.cell.hidden_map.kernel()
         mask = tf.broadcast_to(labeled[:, None, :],
                                tf.concat([tf.shape(queries)[:2], tf.shape(labeled)[1:]], 0))
         temperature = tf.exp(tf.convert_to_tensor(self.log_temperature))
+        support_unit = unit_vectors(support)
         attention = logits = masked = None
-        for _ in range(self.steps):  # K is a small constant (3): unrolled
-            hidden, state = self.cell(tf.concat([read, queries, control_q], -1), state)
+        for k in range(self.steps):  # K is a small constant (3): unrolled
+            if query_projection is None:
+                hidden, state = self.cell(tf.concat([read, queries, control_q], -1), state)
+            elif k == 0:
+                hidden, state = self.cell.first_step(self.cell.input_norm(shared))
+            else:
+                projected = shared + tf.tensordot(read, read_kernel, axes=[[-1], [0]])
+                hidden, state = self.cell.step(self.cell.input_norm(projected), state,
+                                               hidden_kernel)
             matched = queries + self.match_map(hidden)
-            logits = temperature * cosine_matrix(matched, support)
+            logits = temperature * tf.linalg.matmul(unit_vectors(matched), support_unit,
+                                                    transpose_b=True)
             masked = tf.where(mask, logits, NEG_INF)
             if self.prior_slot:
                 # Softmax over [items; prior]: the items' weights sum to
