@@ -431,16 +431,19 @@ class ModuleTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, "matching steps"):
             al_layers.SlowPredictor(U, D, U, steps=0)
 
+    def _slow_inputs(self, steps, prior_slot):
+        """(a slow predictor, queries, support, control), seeded."""
+        keras.utils.set_random_seed(0)
+        return (al_layers.SlowPredictor(U, D, U, steps=steps, prior_slot=prior_slot),
+                tf.random.normal([B, Q, D], seed=1), tf.random.normal([B, P, D], seed=2),
+                tf.random.normal([B, U], seed=3))
+
     @parameterized.parameters(False, True)
     def test_slow_query_projection_is_the_same_function(self, prior_slot):
         # Training hands the slow predictor the queries' projection once per
         # episode; the split projection must compute the recorded function,
         # values and gradients, up to float rounding.
-        keras.utils.set_random_seed(0)
-        slow = al_layers.SlowPredictor(U, D, U, steps=3, prior_slot=prior_slot)
-        queries = tf.random.normal([B, Q, D], seed=1)
-        support = tf.random.normal([B, P, D], seed=2)
-        control = tf.random.normal([B, U], seed=3)
+        slow, queries, support, control = self._slow_inputs(3, prior_slot)
         labeled = tf.constant([[True, False, True, False, False],
                                [False, True, True, True, False]])
         vectors = tf.one_hot(tf.constant([[0, 1, 2, 0, 1], [2, 2, 0, 1, 0]]), 3)
@@ -466,11 +469,7 @@ class ModuleTest(tf.test.TestCase, parameterized.TestCase):
         # With one matching step the query's matched embedding does not depend
         # on the labelled set, so adding candidate p to the last softmax is
         # exactly the slow prediction with p labelled (same control state).
-        keras.utils.set_random_seed(0)
-        slow = al_layers.SlowPredictor(U, D, U, steps=1, prior_slot=prior_slot)
-        queries = tf.random.normal([B, Q, D], seed=1)
-        support = tf.random.normal([B, P, D], seed=2)
-        control = tf.random.normal([B, U], seed=3)
+        slow, queries, support, control = self._slow_inputs(1, prior_slot)
         labeled = np.array([[True, False, True, False, False],
                             [False, False, False, False, False]])
         ratings = np.random.RandomState(4).uniform(0.5, 5.0, (B, P)).astype(np.float32)
