@@ -55,23 +55,33 @@ def _log(message):
     print(f"[benchmark_scale] {message}", file=sys.stderr, flush=True)
 
 
+_PEAK_SEEN_MIB = [0.0]
+
+
 def peak_memory_mib():
-    """This process's peak resident memory, MiB.
+    """This process's peak resident memory, MiB, never less than it said before.
 
     Linux's `VmHWM` (the high-water mark of this process's own memory
     map), not `ru_maxrss`: Linux carries ru_maxrss across exec, so a child
-    started by `trainers.benchmark` would report its parent's peak.
+    started by `trainers.benchmark` would report its parent's peak. VmHWM
+    counts the current resident size when read but stores it only lazily, so
+    a later read can be a few pages lower: the largest answer is kept.
     """
+    peak = None
     try:
         with open("/proc/self/status") as f:
             for line in f:
                 if line.startswith("VmHWM:"):
-                    return float(line.split()[1]) / 1024.0
+                    peak = float(line.split()[1]) / 1024.0
+                    break
     except OSError:
         pass
-    import resource  # noqa: PLC0415
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
+    if peak is None:
+        import resource  # noqa: PLC0415
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
+    _PEAK_SEEN_MIB[0] = max(_PEAK_SEEN_MIB[0], peak)
+    return _PEAK_SEEN_MIB[0]
 
 
 def percentiles(seconds):
