@@ -86,10 +86,9 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
     pool_attention = model.mass_attention(cosine)
     shape = tf.shape(support_labels)
     labeled = tf.zeros(shape, tf.bool)
-    if task == "classification":
-        labels = tf.fill(shape, tf.constant(-1, tf.int32))
-    else:
-        labels = tf.zeros(shape, tf.float32)
+    # What an unlabelled item's label reads (masked wherever it is used).
+    empty_label = -1 if task == "classification" else 0.0
+    labels = tf.fill(shape, tf.constant(empty_label, model.label_dtype))
     oracle = OraclePolicy(task, rating_oracle) if imitation else None
     noise = batch.get("selection_noise") if isinstance(batch, dict) else None
     seeds = tf.cast(tf.random.experimental.stateless_split(
@@ -160,8 +159,10 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
         arrays = {k: arrays[k].write(t, v) for k, v in record.items()}
         return t + 1, state, labels, labeled, arrays
 
-    def rewards(state, labels, labeled, tensors):
-        """The fast reward, and the slow reward and metric when every step has one."""
+    def rewards(state, labels, labeled, tensors, slow_inputs=None):
+        """The fast reward, and the slow reward and metric when every step has one.
+        `slow_inputs`: (state, labels, labeled, tensors) of the slow prediction,
+        when it reads other items than the fast one (the labelled items alone)."""
         out = {}
         # Fast reward: mean log-likelihood over the still-unlabelled pool items.
         fast = model.fast_predict(tensors["embeddings"], state, labels, labeled,
@@ -171,7 +172,7 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
         out["fast_rewards"] = (tf.reduce_sum(fast_ll * unlabeled, -1)
                                / tf.maximum(tf.reduce_sum(unlabeled, -1), 1.0))
         if slow_every_step:
-            predictions = slow_predict(state, labels, labeled, tensors)
+            predictions = slow_predict(*(slow_inputs or (state, labels, labeled, tensors)))
             out["slow_rewards"] = tf.reduce_mean(
                 model.log_likelihood(predictions, tensors["query_labels"]), -1)
             out["query_metric"] = query_metric(task, predictions, tensors["query_labels"])
@@ -185,6 +186,29 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
             record.update(rewards(state, labels, labeled, episode_tensors))
         record["distinct_labels"] = distinct_labels(support_labels, labeled)
         return record
+
+    def picks_in_order(actions):
+        """`[B, T]`: the items picked, in order, from the loop's `[R, B]` or
+        `[R, B, K]` actions."""
+        if query_batch == 1:
+            return tf.transpose(actions, [1, 0])
+        return tf.reshape(tf.transpose(actions, [1, 0, 2]), [tf.shape(actions)[1], num_steps])
+
+    def labelled_only(seen_state, picks, tiled, tile, flat):
+        """The deferred slow prediction's inputs over the labelled items alone.
+
+        The prediction attends only to labelled items, so after round r it
+        reads the first (r + 1) K picks: they are gathered once in pick order,
+        `[R * B, T, ...]`, each round masking the picks it has not seen,
+        instead of all P pool items per round: the same softmaxes over the
+        same items (summed in another order), T / P of the attention.
+        """
+        known = tf.range(num_steps)[None, :] < (tf.range(rounds)[:, None] + 1) * query_batch
+        known = flat(tf.tile(known[:, None, :], [1, tf.shape(picks)[0], 1]))   # [R*B, T]
+        labels = tile(tf.gather(support_labels, picks, batch_dims=1))
+        tensors = dict(tiled, embeddings=tile(tf.gather(embeddings, picks, batch_dims=1)))
+        return (seen_state, tf.where(known, labels, tf.cast(empty_label, labels.dtype)),
+                known, tensors)
 
     k_round = query_batch
     reads_pending = getattr(policy, "reads_pending", True)
@@ -280,7 +304,8 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
         tiled = {k: tile(v) for k, v in episode_tensors.items()}
         seen = [flat(arrays.pop(k).stack()) for k in ("seen_state", "seen_labels",
                                                        "seen_labeled")]
-        stacked.update(rewards(*seen, tiled))
+        stacked.update(rewards(*seen, tiled, slow_inputs=labelled_only(
+            seen[0], picks_in_order(arrays["actions"].stack()), tiled, tile, flat)))
         if defer_selection:
             picked_state = flat(arrays.pop("picked_state").stack())
             picked_labeled = flat(arrays.pop("picked_labeled").stack())
@@ -296,13 +321,7 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
     stacked.update({k: v.stack() for k, v in arrays.items()
                     if k != "actions" and k not in stacked})
     result = {k: tf.transpose(v, [1, 0]) for k, v in stacked.items()}
-    actions = arrays["actions"].stack()
-    if query_batch == 1:
-        result["actions"] = tf.transpose(actions, [1, 0])
-    else:
-        # [R, B, K] -> [B, R * K]: the picks in the order they were made.
-        result["actions"] = tf.reshape(tf.transpose(actions, [1, 0, 2]),
-                                       [tf.shape(actions)[1], num_steps])
+    result["actions"] = picks_in_order(arrays["actions"].stack())
 
     final_predictions = slow_predict(state, labels, labeled)
     if not slow_every_step:

@@ -157,7 +157,7 @@ class RolloutTest(tf.test.TestCase, parameterized.TestCase):
         # Without imitation the term is zero.
         self.assertAllEqual(every["imitation_log_probs"], np.zeros((B, T)))
 
-    @parameterized.parameters(("classification", 1, False), ("regression", 2, True))
+    @parameterized.parameters(("classification", 1, True), ("regression", 2, True))
     def test_deferred_rewards_equal_per_step_rewards(self, task, query_batch, slow_every_step):
         # Training computes every step's rewards after the loop, with the
         # steps stacked into the batch; evaluation computes them in the loop.
