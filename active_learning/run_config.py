@@ -41,6 +41,8 @@ FORMAT = 2
 # TrainConfig fields added after this format was fixed, with the value every
 # run recorded before them had: such a run resumes, and reports, as trained.
 TRAIN_FIELDS_ADDED_LATER = {"rating_oracle": "exact"}
+# Likewise for the ratings data section.
+RATINGS_DATA_FIELDS_ADDED_LATER = {"factor_fraction": 1.0}
 
 CLASSIFICATION_TASKS = ("omniglot", "classification")
 RATINGS_TASKS = ("movielens", "ratings")
@@ -70,6 +72,20 @@ def episode_seed(seed, purpose):
     if purpose not in _EPISODE_SEED_OFFSETS:
         raise ValueError(f"episode purpose must be one of {EPISODE_PURPOSES}, got {purpose!r}")
     return int(seed) + _EPISODE_SEED_OFFSETS[purpose]
+
+
+# Random splits of a data split's users, likewise offset from --seed.
+#   factor_users  the training users that fit the latent factors
+#                 (RatingsData.factor_fraction)
+_SPLIT_SEED_OFFSETS = {"factor_users": 5_000_011}
+
+
+def split_seed(seed, purpose):
+    """Seed of the user split for `purpose` (see `_SPLIT_SEED_OFFSETS`)."""
+    if purpose not in _SPLIT_SEED_OFFSETS:
+        raise ValueError(f"split purpose must be one of {tuple(_SPLIT_SEED_OFFSETS)}, "
+                         f"got {purpose!r}")
+    return int(seed) + _SPLIT_SEED_OFFSETS[purpose]
 
 
 def _positive(config, names):
@@ -212,11 +228,18 @@ class RatingsData:
     test_fraction: float = TEST_FRACTION
     latent_dim: int = 64
     latent_steps: int = 1000
+    # The share of the training users whose ratings fit the latent factors;
+    # below 1 the active learner trains on the other training users only, so
+    # that its training episodes, like the test ones, come from users the
+    # factors never saw (not in the paper, which fits and trains on all).
+    factor_fraction: float = 1.0
 
     def __post_init__(self):
         if not self.source:
             raise ValueError("source is required (the ratings table)")
         _positive(self, ("num_movies", "num_users", "latent_dim", "latent_steps"))
+        if not 0 < self.factor_fraction <= 1:
+            raise ValueError(f"factor_fraction must lie in (0, 1], got {self.factor_fraction}")
         for name in ("validation_fraction", "test_fraction"):
             if not 0 < getattr(self, name) < 1:
                 raise ValueError(f"{name} must lie in (0, 1), got {getattr(self, name)}")
@@ -354,7 +377,10 @@ class RunConfig:
         values["episodes"] = _build(_SECTIONS["episodes"][which], values["episodes"],
                                     "episodes")
         if values["data"] is not None:
-            values["data"] = _build(_SECTIONS["data"][which], values["data"], "data")
+            data = values["data"]
+            if which == 1 and isinstance(data, dict):
+                data = {**RATINGS_DATA_FIELDS_ADDED_LATER, **data}
+            values["data"] = _build(_SECTIONS["data"][which], data, "data")
         if not isinstance(values["recorded"], dict):
             raise ValueError(f"recorded must be an object, got {values['recorded']!r}")
         try:

@@ -190,6 +190,28 @@ class PrepareTest(_Folder):
         for u, m, r in zip(back["user_id"], back["movie_id"], back["rating"]):
             self.assertEqual(source[(u, m)], r)
 
+    def test_a_split_of_the_training_users_is_a_seeded_partition(self):
+        path = os.path.join(self.dir, "r.csv")
+        ratings_fakes.latent_factor_table(num_users=30, num_items=20).to_csv(path, index=False)
+        train = ratings_prep.prepare(ratings_reader.load_ratings(f"csv:{path}", **COLS),
+                                     num_movies=20, support_size=8, query_size=2,
+                                     validation_fraction=0.2, test_fraction=0.2).train
+        first, rest = train.split(0.25, seed=3)
+        self.assertEqual(first.num_users, round(0.25 * train.num_users))
+        self.assertEqual(sorted(np.concatenate([first.user_ids, rest.user_ids])),
+                         sorted(train.user_ids))
+        # Each user keeps its own ratings.
+        rows = {u: i for i, u in enumerate(train.user_ids)}
+        for part in (first, rest):
+            for i, user in enumerate(part.user_ids):
+                np.testing.assert_array_equal(part.ratings[i], train.ratings[rows[user]])
+                self.assertEqual(part.counts[i], train.counts[rows[user]])
+        np.testing.assert_array_equal(train.split(0.25, seed=3)[0].user_ids, first.user_ids)
+        self.assertFalse(np.array_equal(train.split(0.25, seed=4)[0].user_ids, first.user_ids))
+        # Either part keeps at least one user.
+        self.assertEqual(train.split(0.001, seed=3)[0].num_users, 1)
+        self.assertEqual(train.split(1.0, seed=3)[1].num_users, 1)
+
     def test_string_user_ids_that_look_like_numbers_in_one_split_stay_strings(self):
         rows = [(u, f"i{k}", 3.0) for u in ("7", "8", "x") for k in range(4)]
         frame = ratings_reader.ratings_frame(*zip(*rows))

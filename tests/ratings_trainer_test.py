@@ -28,6 +28,7 @@ from tests import ratings_fakes
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SUPPORT, QUERY, BUDGET = 20, 5, 5
 DUPLICATES = 7
+FACTOR_FRACTION = 0.5
 
 
 def _trainer_args(data, model_dir):
@@ -38,7 +39,7 @@ def _trainer_args(data, model_dir):
             f"--budget={BUDGET}", "--num_movies=60", "--latent_dim=8", "--latent_steps=200",
             "--embed_dim=16", "--units=16", "--log_interval=10", "--eval_interval=30",
             "--checkpoint_interval=30", "--eval_episodes=16", "--final_eval_episodes=16",
-            "--nojit_compile"]
+            "--nojit_compile", f"--factor_fraction={FACTOR_FRACTION}"]
 
 
 def _env():
@@ -88,6 +89,12 @@ class OwnRatingsTest(unittest.TestCase):
                                                     "inferred": [True, True]})
         self.assertEqual(recorded["duplicates_dropped"], DUPLICATES)
         self.assertEqual(recorded["item_id_type"], "str")
+        # Half the training users fitted the factors, the others trained the learner.
+        train_users = recorded["data"]["train_users"]
+        self.assertEqual(recorded["factor_users"], round(FACTOR_FRACTION * train_users))
+        self.assertEqual(recorded["factor_users"] + recorded["learner_users"], train_users)
+        self.assertIn(f"latent factors fitted on {recorded['factor_users']} training users",
+                      self.result.stderr)
         config = checkpoints.load_model_config(self.model_dir)
         self.assertEqual((config.rating_min, config.rating_max), (1.0, 10.0))
         self.assertEqual(config.num_items, self.table["product"].nunique())

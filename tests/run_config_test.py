@@ -104,6 +104,15 @@ def test_a_field_added_later_reads_as_the_older_runs_had_it():
     record["train_config"]["rating_oracle"] = "fast"
     with pytest.raises(ValueError, match="train_config.rating_oracle must be one of"):
         rc.RunConfig.from_dict(record)
+    # Runs recorded before `factor_fraction` fitted the factors on every
+    # training user.
+    record = _ratings_run().to_dict()
+    del record["data"]["factor_fraction"]
+    assert rc.RunConfig.from_dict(record).data.factor_fraction == 1.0
+    for bad in (0.0, 1.5):
+        record["data"]["factor_fraction"] = bad
+        with pytest.raises(ValueError, match="data.factor_fraction must lie in \\(0, 1\\]"):
+            rc.RunConfig.from_dict(record)
 
 
 def test_budget_and_train_steps_must_agree():

@@ -13,6 +13,7 @@ that decides the data (source, columns, scale, filters, split seed, latent
 size) is recorded in run_config.json, so evaluation rebuilds the same users.
 """
 
+import dataclasses
 import os
 
 from absl import app, flags, logging
@@ -98,11 +99,19 @@ def build_setup(run, model_options, download=False):
                  "(latest timestamp wins), %s", source, rating_min, rating_max, duplicates,
                  data.summary())
 
+    learner_users = data.train
+    factor_data = data
+    if options.factor_fraction < 1:
+        factor_users, learner_users = data.train.split(
+            options.factor_fraction, run_configs.split_seed(run.seed, "factor_users"))
+        factor_data = dataclasses.replace(data, train=factor_users)
+        logging.info("latent factors fitted on %d training users, the active learner trained "
+                     "on the other %d", factor_users.num_users, learner_users.num_users)
     factors_path = os.path.join(run.loop.model_dir, latent_factors.DEFAULT_FILENAME)
     new_factors = not os.path.exists(factors_path)
     if new_factors:
         factors = latent_factors.train_latent_factors(
-            data, dim=options.latent_dim, steps=options.latent_steps, seed=run.seed)
+            factor_data, dim=options.latent_dim, steps=options.latent_steps, seed=run.seed)
     else:
         factors = latent_factors.load_latent_factors(factors_path, movie_ids=data.movie_ids)
     logging.info("latent factors: train RMSE %.4f, validation RMSE %.4f (mean baseline %.4f)",
@@ -120,7 +129,7 @@ def build_setup(run, model_options, download=False):
                                                episodes.query_size,
                                                seed=run_configs.episode_seed(run.seed, purpose))
 
-    train_sampler = sampler(data.train, "train")
+    train_sampler = sampler(learner_users, "train")
     config = ModelConfig(task="regression", num_items=data.num_movies,
                          item_table_dim=factors.dim, rating_min=rating_min,
                          rating_max=rating_max, rating_prior=float(factors.global_bias),
@@ -130,7 +139,8 @@ def build_setup(run, model_options, download=False):
                          "inferred": [options.rating_min is None, options.rating_max is None]},
         "item_id_type": "int64" if data.movie_ids.dtype.kind in "iu" else "str",
         "duplicates_dropped": duplicates,
-        "data": data.summary(), "latent_validation_rmse": factors.validation_rmse}
+        "data": data.summary(), "latent_validation_rmse": factors.validation_rmse,
+        "factor_users": factor_data.train.num_users, "learner_users": learner_users.num_users}
     setup = dict(
         name=run.task, train_sampler=train_sampler,
         make_eval_sampler=lambda: sampler(data.validation, "selection"),

@@ -54,6 +54,10 @@ flags.DEFINE_integer("latent_dim", run_configs.RatingsData.latent_dim,
                      "Width of the latent-factor item embeddings.")
 flags.DEFINE_integer("latent_steps", run_configs.RatingsData.latent_steps,
                      "Full-batch Adam steps of the latent-factor fit.")
+flags.DEFINE_float("factor_fraction", run_configs.RatingsData.factor_fraction,
+                   "Share of the training users whose ratings fit the latent factors; below 1 "
+                   "the active learner trains on the other training users only, users the "
+                   "factors never saw, as at test time (not in the paper: it uses all).")
 
 # Paper 4.2.1's user split: a sixth of the users test, a twelfth validation.
 VALIDATION_FRACTION = run_configs.VALIDATION_FRACTION
@@ -102,7 +106,7 @@ def data_config_from_flags():
         tfds_data_dir=FLAGS.tfds_data_dir, num_movies=FLAGS.num_movies,
         num_users=FLAGS.num_users, validation_fraction=VALIDATION_FRACTION,
         test_fraction=TEST_FRACTION, latent_dim=FLAGS.latent_dim,
-        latent_steps=FLAGS.latent_steps)
+        latent_steps=FLAGS.latent_steps, factor_fraction=FLAGS.factor_fraction)
 
 
 def prep_config_from_flags(seed):

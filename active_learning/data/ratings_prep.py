@@ -43,6 +43,21 @@ class UserRatings:
         width = self.items.shape[1]
         return np.arange(width)[None, :] < self.counts[:, None]
 
+    def take(self, rows):
+        """The users at `rows` (an index array), in that order."""
+        rows = np.asarray(rows, np.int64)
+        return UserRatings(self.user_ids[rows], self.items[rows], self.ratings[rows],
+                           self.counts[rows])
+
+    def split(self, fraction, seed):
+        """(a random `fraction` of the users, the others), seeded; each part
+        keeps at least one user."""
+        if self.num_users < 2:
+            raise ValueError(f"cannot split {self.num_users} user(s) in two")
+        order = np.random.default_rng(seed).permutation(self.num_users)
+        first = min(max(int(round(fraction * self.num_users)), 1), self.num_users - 1)
+        return self.take(np.sort(order[:first])), self.take(np.sort(order[first:]))
+
     def to_frame(self, movie_ids):
         """Back to a `load_ratings`-style frame (for checks and baselines)."""
         mask = self.valid_mask()
