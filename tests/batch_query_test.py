@@ -236,9 +236,6 @@ class TrainingTest(parameterized.TestCase, tf.test.TestCase):
         # amplify the rounding (measured: up to 0.6% apart between an
         # AVX-512/AMX machine and the one that recorded them).
         self.assertAllClose(values, BEFORE_BATCH_QUERYING[(task, jit)], rtol=0.02)
-        # Bit for bit on one machine: k = 1 is the sequential path.
-        explicit, _ = _two_steps(task, jit, query_batch=1)
-        self.assertEqual(explicit, values)
 
     # Without XLA: compiling the round step takes minutes on 2 cores, and the
     # XLA path of the shared step is covered by test_k_one_training_is_unchanged.

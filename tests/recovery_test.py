@@ -180,7 +180,7 @@ class KillLoopTest(tf.test.TestCase):
         # A run that finishes before its kill is rerun: it then resumes at the
         # last step and redoes the final evaluation, where later kills land.
         for _ in range(15):
-            if len(moments) >= 4:
+            if len(moments) >= 3:
                 break
             proc = _start(killed_dir, log)
             if rng.random() < 0.25:
@@ -208,7 +208,7 @@ class KillLoopTest(tf.test.TestCase):
                     moments.append("final evaluation")
                     break
         self.assertIn("final evaluation", moments)
-        self.assertGreaterEqual(len(moments), 5, moments)
+        self.assertGreaterEqual(len(moments), 4, moments)
 
         proc = _start(killed_dir, log)
         self.assertEqual(proc.wait(timeout=600), 0, open(log).read()[-3000:])

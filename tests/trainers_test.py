@@ -140,10 +140,11 @@ class ResumeTest(tf.test.TestCase):
         super().setUp()
         _ensure_parsed()
 
-    def _run(self, model_dir, setup, jit_compile=True):
-        # XLA compiles each new model's step anew (tens of seconds here):
-        # tests that are not about the compiled step run without it.
-        with flagsaver.flagsaver(model_dir=model_dir, jit_compile=jit_compile, **RUN_FLAGS):
+    def _run(self, model_dir, setup):
+        # XLA compiles each new model's step anew (tens of seconds here), and
+        # these tests are about the loop, not the step: the compiled step is
+        # tests/training_test.py's and tests/batch_query_test.py's.
+        with flagsaver.flagsaver(model_dir=model_dir, jit_compile=False, **RUN_FLAGS):
             run = common.run_config_from_flags("omniglot", TINY_EPISODES, None)
             return common.run_training(setup, run, tf.distribute.get_strategy())
 
@@ -173,13 +174,13 @@ class ResumeTest(tf.test.TestCase):
     def test_init_from_starts_at_the_source_weights(self):
         source_dir = os.path.join(self.get_temp_dir(), "source")
         source = _setup()
-        self._run(source_dir, source, jit_compile=False)
+        self._run(source_dir, source)
         best, _ = checkpoints.load_model(source_dir)
         # A negligible learning rate leaves the copied weights as they were.
         warm = _setup()
         warm_dir = os.path.join(self.get_temp_dir(), "warm")
         with flagsaver.flagsaver(init_from=source_dir, learning_rate=1e-9):
-            self._run(warm_dir, warm, jit_compile=False)
+            self._run(warm_dir, warm)
         self.assertEqual(len(best.trainable_variables), len(warm.model.trainable_variables))
         for a, b in zip(best.trainable_variables, warm.model.trainable_variables):
             self.assertAllClose(a.numpy(), b.numpy(), atol=1e-6, msg=a.path)
@@ -192,7 +193,7 @@ class ResumeTest(tf.test.TestCase):
                                                                      num_items=40))
         with flagsaver.flagsaver(init_from=source_dir):
             with self.assertRaisesRegex(SystemExit, "init_from.*regression"):
-                self._run(os.path.join(self.get_temp_dir(), "other"), other, jit_compile=False)
+                self._run(os.path.join(self.get_temp_dir(), "other"), other)
 
     def test_best_checkpoint_is_judged_by_the_training_policy(self):
         # A heuristic-trained model's selector never learns: its best weights
@@ -200,7 +201,7 @@ class ResumeTest(tf.test.TestCase):
         model_dir = os.path.join(self.get_temp_dir(), "random")
         setup = _setup()
         with flagsaver.flagsaver(policy="random"):
-            self._run(model_dir, setup, jit_compile=False)
+            self._run(model_dir, setup)
         best = checkpoints.read_json(os.path.join(model_dir, "best.json"))
         self.assertEqual(best["policy"], "random")
         best_model, _ = checkpoints.load_model(model_dir)
@@ -223,7 +224,7 @@ class ResumeTest(tf.test.TestCase):
         model_dir = os.path.join(self.get_temp_dir(), "nan")
         with self.assertRaisesRegex(SystemExit, "non-finite loss at step 1.*Last good "
                                     "checkpoint: none"):
-            self._run(model_dir, _setup(NanSampler()), jit_compile=False)
+            self._run(model_dir, _setup(NanSampler()))
         self.assertIsNone(tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")))
 
 
