@@ -41,8 +41,13 @@ FORMAT = 2
 # TrainConfig fields added after this format was fixed, with the value every
 # run recorded before them had: such a run resumes, and reports, as trained.
 TRAIN_FIELDS_ADDED_LATER = {"rating_oracle": "exact"}
-# Likewise for the ratings data section.
+# Likewise for the ratings data and the class episodes sections.
 RATINGS_DATA_FIELDS_ADDED_LATER = {"factor_fraction": 1.0}
+CLASS_EPISODES_FIELDS_ADDED_LATER = {"episode_classes": "random"}
+# How the N classes of a training or validation episode are drawn: from all
+# of the split's classes, or all from one group (an alphabet: Lake et al.'s
+# within-alphabet protocol).
+EPISODE_CLASSES = ("random", "within_alphabet")
 
 CLASSIFICATION_TASKS = ("omniglot", "classification")
 RATINGS_TASKS = ("movielens", "ratings")
@@ -131,11 +136,15 @@ class ClassEpisodeConfig:
     shots: int
     items_per_class: int
     budget: int
+    episode_classes: str = "random"   # one of EPISODE_CLASSES
 
     def __post_init__(self):
         object.__setattr__(self, "ways", tuple(int(w) for w in self.ways))
         if not self.ways:
             raise ValueError("ways must name at least one N")
+        if self.episode_classes not in EPISODE_CLASSES:
+            raise ValueError(f"episode_classes must be one of {EPISODE_CLASSES}, got "
+                             f"{self.episode_classes!r}")
         _positive(self, ("eval_ways", "shots", "items_per_class", "budget"))
         if any(w < 2 for w in self.ways + (self.eval_ways,)):
             raise ValueError(f"ways and eval_ways must be >= 2, got {list(self.ways)} and "
@@ -374,8 +383,10 @@ class RunConfig:
         if isinstance(train, dict):
             train = {**TRAIN_FIELDS_ADDED_LATER, **train}
         values["train_config"] = _build(TrainConfig, train, "train_config")
-        values["episodes"] = _build(_SECTIONS["episodes"][which], values["episodes"],
-                                    "episodes")
+        episodes = values["episodes"]
+        if which == 0 and isinstance(episodes, dict):
+            episodes = {**CLASS_EPISODES_FIELDS_ADDED_LATER, **episodes}
+        values["episodes"] = _build(_SECTIONS["episodes"][which], episodes, "episodes")
         if values["data"] is not None:
             data = values["data"]
             if which == 1 and isinstance(data, dict):

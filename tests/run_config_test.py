@@ -104,6 +104,14 @@ def test_a_field_added_later_reads_as_the_older_runs_had_it():
     record["train_config"]["rating_oracle"] = "fast"
     with pytest.raises(ValueError, match="train_config.rating_oracle must be one of"):
         rc.RunConfig.from_dict(record)
+    # Classification runs recorded before `episode_classes` drew classes
+    # from the whole split.
+    record = _class_run().to_dict()
+    del record["episodes"]["episode_classes"]
+    assert rc.RunConfig.from_dict(record).episodes.episode_classes == "random"
+    record["episodes"]["episode_classes"] = "one_alphabet"
+    with pytest.raises(ValueError, match="episodes.episode_classes must be one of"):
+        rc.RunConfig.from_dict(record)
     # Runs recorded before `factor_fraction` fitted the factors on every
     # training user.
     record = _ratings_run().to_dict()

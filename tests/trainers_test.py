@@ -249,5 +249,23 @@ def test_omniglot_rotation_is_on_by_default(tmp_path):
     assert kwargs["train_sampler"].rotate
 
 
+def test_within_alphabet_training_draws_every_episode_from_one_alphabet(tmp_path):
+    # Lake et al.'s protocol for training and checkpoint selection alike
+    # (tests/episodes_test.py checks what such a sampler draws).
+    _ensure_parsed()
+    with flagsaver.flagsaver(data_dir="data/omniglot", model_dir=str(tmp_path),
+                             cache_dir=str(tmp_path / "cache"),
+                             episode_classes="within_alphabet"):
+        run, _, kwargs = omniglot_trainer.setup_from_flags()
+    assert run.episodes.episode_classes == "within_alphabet"
+    assert kwargs["train_sampler"].within_group
+    assert kwargs["make_eval_sampler"]().within_group
+    with flagsaver.flagsaver(data_dir="data/omniglot", model_dir=str(tmp_path / "other"),
+                             cache_dir=str(tmp_path / "cache"), ways=60,
+                             episode_classes="within_alphabet"):
+        with pytest.raises(flags.ValidationError, match="60"):
+            omniglot_trainer.setup_from_flags()
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -29,7 +29,8 @@ from active_learning.data import readers
 from active_learning.data import splits
 from active_learning.data.episodes import ClassEpisodeSampler
 from active_learning.model import ActiveMatchingNetwork
-from active_learning.run_config import ClassEpisodeConfig, ClassificationData, episode_seed
+from active_learning.run_config import (EPISODE_CLASSES, ClassEpisodeConfig, ClassificationData,
+                                        episode_seed)
 from trainers import common
 
 FLAGS = flags.FLAGS
@@ -50,6 +51,10 @@ flags.DEFINE_list("ways_choices", [], "Mixed training: draw N per step from thes
 flags.DEFINE_integer("eval_ways", None, "N for validation episodes (default: --ways, or the "
                      "largest of --ways_choices).")
 flags.DEFINE_integer("items_per_class", 5, "Pool items per class (paper: 5).")
+flags.DEFINE_enum("episode_classes", "random", list(EPISODE_CLASSES),
+                  "How the N classes of training and validation episodes are drawn: from "
+                  "the whole split (the paper), or all from one alphabet (Lake et al.'s "
+                  "within-alphabet protocol; needs the data's groups).")
 flags.DEFINE_integer("max_classes", 20, "Width of one-hot labels: the largest N the model reads.")
 flags.DEFINE_enum("split", "auto", ["auto", "vinyals", "lake", "alphabets"],
                   "Class split (auto: vinyals for the full Omniglot release, else held-out "
@@ -155,7 +160,8 @@ def run_config_from_flags():
             split=FLAGS.split, test_alphabets=FLAGS.test_alphabets,
             validation_alphabets=FLAGS.validation_alphabets)
         episodes = ClassEpisodeConfig(ways=all_ways, eval_ways=eval_ways, shots=FLAGS.shots,
-                                      items_per_class=FLAGS.items_per_class, budget=budget)
+                                      items_per_class=FLAGS.items_per_class, budget=budget,
+                                      episode_classes=FLAGS.episode_classes)
     except ValueError as e:
         raise flags.ValidationError(str(e)) from None
     return common.run_config_from_flags("omniglot" if omniglot else "classification",
@@ -209,11 +215,14 @@ def build_setup(run, model_options, cache_dir=None, download=False):
         raise flags.ValidationError(f"eval ways {eval_ways} exceeds the "
                                     f"{len(split.validation)} validation classes")
 
+    within_group = episodes.episode_classes == "within_alphabet"
+
     def sampler(classes, ways, seed, rotate_classes):
         return ClassEpisodeSampler(
             data.items, data.class_starts, data.class_counts, classes, ways=ways,
             items_per_class=pool_per_class, queries_per_class=QUERIES_PER_CLASS,
-            rotate=rotate_classes, seed=seed, class_names=data.class_names)
+            rotate=rotate_classes, seed=seed, class_names=data.class_names,
+            class_groups=data.groups, within_group=within_group)
 
     try:
         # The episode shape against the data, before anything is written.

@@ -79,7 +79,7 @@ def define_flags(flag_values=flags.FLAGS):
                          "figure3).", flag_values=fv)
     flags.DEFINE_integer("shots", None, "K: Table 1 requests N*K labels (default: the "
                          "run's).", flag_values=fv)
-    flags.DEFINE_enum("episode_classes", "random", ["random", "within_alphabet"],
+    flags.DEFINE_enum("episode_classes", "random", list(run_configs.EPISODE_CLASSES),
                       "table1/figure3/batch: draw an episode's N classes at random, or all "
                       "from one alphabet (group), as in Lake et al.'s one-shot protocol.",
                       flag_values=fv)
