@@ -304,8 +304,9 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
         tiled = {k: tile(v) for k, v in episode_tensors.items()}
         seen = [flat(arrays.pop(k).stack()) for k in ("seen_state", "seen_labels",
                                                        "seen_labeled")]
-        stacked.update(rewards(*seen, tiled, slow_inputs=labelled_only(
-            seen[0], picks_in_order(arrays["actions"].stack()), tiled, tile, flat)))
+        slow_inputs = labelled_only(seen[0], picks_in_order(arrays["actions"].stack()),
+                                    tiled, tile, flat) if slow_every_step else None
+        stacked.update(rewards(*seen, tiled, slow_inputs=slow_inputs))
         if defer_selection:
             picked_state = flat(arrays.pop("picked_state").stack())
             picked_labeled = flat(arrays.pop("picked_labeled").stack())
