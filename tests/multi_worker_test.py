@@ -38,10 +38,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TERMS = ("loss", "prediction_loss", "policy_loss", "value_loss", "imitation_loss", "entropy")
 # Every trace of the step is paid by each process: few steps, small
 # evaluations. Enough steps after the kill point that the kill lands mid-run.
-TRAIN_FLAGS = ["--checkpoint_interval=2", "--eval_interval=10", "--log_interval=1",
+TRAIN_FLAGS = ["--checkpoint_interval=2", "--eval_interval=8", "--log_interval=1",
                "--eval_episodes=4", "--final_eval_episodes=8", "--batch_size=4",
                "--nojit_compile", "--seed=0"]
-STEPS = 30
+STEPS = 16
 TIMEOUT = 300  # seconds per phase: a hang fails the test instead of blocking
 
 

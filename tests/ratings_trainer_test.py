@@ -1,7 +1,7 @@
 """Acceptance: a user's own ratings table trains, exports and answers.
 
 A generated CSV with other column names (customer, product, stars, when), a
-1-10 scale, string item ids and a few duplicate rows trains 30 steps with
+1-10 scale, string item ids and a few duplicate rows trains 10 steps with
 `python -m trainers.ratings`; the exported SavedModel answers begin, select,
 observe and predict with string ids; evaluation rebuilds the same users and
 items from run_config.json alone. About 60 s on two cores.
@@ -34,11 +34,11 @@ FACTOR_FRACTION = 0.5
 def _trainer_args(data, model_dir):
     return [sys.executable, "-m", "trainers.ratings", f"--data=csv:{data}",
             "--user_col=customer", "--item_col=product", "--rating_col=stars",
-            "--timestamp_col=when", f"--model_dir={model_dir}", "--train_steps=30",
+            "--timestamp_col=when", f"--model_dir={model_dir}", "--train_steps=10",
             "--batch_size=8", f"--support_size={SUPPORT}", f"--query_size={QUERY}",
             f"--budget={BUDGET}", "--num_movies=60", "--latent_dim=8", "--latent_steps=200",
-            "--embed_dim=16", "--units=16", "--log_interval=10", "--eval_interval=30",
-            "--checkpoint_interval=30", "--eval_episodes=16", "--final_eval_episodes=16",
+            "--embed_dim=16", "--units=16", "--log_interval=5", "--eval_interval=10",
+            "--checkpoint_interval=10", "--eval_episodes=16", "--final_eval_episodes=16",
             "--nojit_compile", f"--factor_fraction={FACTOR_FRACTION}"]
 
 

@@ -211,11 +211,6 @@ class TrainStepTest(tf.test.TestCase):
         for v, g in zip(model.trainable_variables, grads):
             self.assertTrue(np.all(np.isfinite(tf.convert_to_tensor(g).numpy())), v.path)
 
-                # The compiled gradients reach every variable (the plain step
-                # changes every one: test_a_step_changes_every_trainable_variable).
-                dead = [v.path for v, x in zip(model.trainable_variables, xla_grads)
-                        if not float(tf.reduce_max(tf.abs(tf.convert_to_tensor(x)))) > 0]
-                self.assertEqual(dead, [], f"no compiled gradient reaches {dead}")
 
 PARITY_SCRIPT = textwrap.dedent("""
     import os, sys, json
