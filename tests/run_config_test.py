@@ -62,6 +62,7 @@ def test_ratings_record_holds_every_preprocessing_value():
     assert record["data"]["num_movies"] == 300 and record["data"]["latent_dim"] == 8
     assert record["data"]["num_users"] == rc.PAPER_RATINGS["num_users"]
     assert record["episodes"] == {"support_size": 50, "query_size": 10, "budget": 10}
+    assert record["train_config"]["rating_oracle"] == "closed_form"  # a new run's default
     assert _ratings_run().data.prep_kwargs(_ratings_run().episodes, 7)["seed"] == 7
 
 
@@ -94,33 +95,28 @@ def test_missing_and_unknown_fields_are_named_not_defaulted():
         rc.RunConfig.from_dict(record)
 
 
-def test_a_field_added_later_reads_as_the_older_runs_had_it():
-    # Runs recorded before `rating_oracle` existed imitated the exact oracle;
-    # a new run defaults to the closed form.
-    record = _ratings_run().to_dict()
-    assert record["train_config"]["rating_oracle"] == "closed_form"
-    del record["train_config"]["rating_oracle"]
-    assert rc.RunConfig.from_dict(record).train_config.rating_oracle == "exact"
-    record["train_config"]["rating_oracle"] = "fast"
-    with pytest.raises(ValueError, match="train_config.rating_oracle must be one of"):
+# Fields added after format 2: (run, section, field, the value older runs
+# had, a value that is refused, the message).
+ADDED_LATER = [
+    # rating_oracle: older runs imitated the exact oracle (new default: closed form).
+    (_ratings_run, "train_config", "rating_oracle", "exact", "fast", "must be one of"),
+    # episode_classes: older classification runs drew from the whole split.
+    (_class_run, "episodes", "episode_classes", "random", "one_alphabet", "must be one of"),
+    # factor_fraction: older runs fitted the factors on every training user.
+    (_ratings_run, "data", "factor_fraction", 1.0, 1.5, "must lie in \\(0, 1\\]"),
+    (_ratings_run, "data", "factor_fraction", 1.0, 0.0, "must lie in \\(0, 1\\]"),
+]
+
+
+@pytest.mark.parametrize("make, section, field, older, bad, message", ADDED_LATER)
+def test_a_field_added_later_reads_as_the_older_runs_had_it(make, section, field, older, bad,
+                                                              message):
+    record = make().to_dict()
+    del record[section][field]
+    assert getattr(getattr(rc.RunConfig.from_dict(record), section), field) == older
+    record[section][field] = bad
+    with pytest.raises(ValueError, match=f"{section}.{field} {message}"):
         rc.RunConfig.from_dict(record)
-    # Classification runs recorded before `episode_classes` drew classes
-    # from the whole split.
-    record = _class_run().to_dict()
-    del record["episodes"]["episode_classes"]
-    assert rc.RunConfig.from_dict(record).episodes.episode_classes == "random"
-    record["episodes"]["episode_classes"] = "one_alphabet"
-    with pytest.raises(ValueError, match="episodes.episode_classes must be one of"):
-        rc.RunConfig.from_dict(record)
-    # Runs recorded before `factor_fraction` fitted the factors on every
-    # training user.
-    record = _ratings_run().to_dict()
-    del record["data"]["factor_fraction"]
-    assert rc.RunConfig.from_dict(record).data.factor_fraction == 1.0
-    for bad in (0.0, 1.5):
-        record["data"]["factor_fraction"] = bad
-        with pytest.raises(ValueError, match="data.factor_fraction must lie in \\(0, 1\\]"):
-            rc.RunConfig.from_dict(record)
 
 
 def test_budget_and_train_steps_must_agree():
