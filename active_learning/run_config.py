@@ -41,9 +41,10 @@ FORMAT = 2
 # TrainConfig fields added after this format was fixed, with the value every
 # run recorded before them had: such a run resumes, and reports, as trained.
 TRAIN_FIELDS_ADDED_LATER = {"rating_oracle": "exact"}
-# Likewise for the ratings data and the class episodes sections.
-RATINGS_DATA_FIELDS_ADDED_LATER = {"factor_fraction": 1.0}
-CLASS_EPISODES_FIELDS_ADDED_LATER = {"episode_classes": "random"}
+# Likewise for every section, by the name of its config class.
+FIELDS_ADDED_LATER = {"TrainConfig": TRAIN_FIELDS_ADDED_LATER,
+                      "RatingsData": {"factor_fraction": 1.0},
+                      "ClassEpisodeConfig": {"episode_classes": "random"}}
 # How the N classes of a training or validation episode are drawn: from all
 # of the split's classes, or all from one group (an alphabet: Lake et al.'s
 # within-alphabet protocol).
@@ -280,9 +281,11 @@ _SECTIONS = {"loop": (LoopConfig,), "train_config": (TrainConfig,),
 
 
 def _build(cls, values, where):
-    """`cls(**values)`, refusing missing and unknown fields by name."""
+    """`cls(**values)`, refusing missing and unknown fields by name (a field
+    added after the record was written reads as older runs had it)."""
     if not isinstance(values, dict):
         raise ValueError(f"{where} must be an object, got {values!r}")
+    values = {**FIELDS_ADDED_LATER.get(cls.__name__, {}), **values}
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(names))
     missing = [n for n in names if n not in values]
@@ -379,19 +382,11 @@ class RunConfig:
                              f"{CLASSIFICATION_TASKS + RATINGS_TASKS}, got {task!r}")
         which = 1 if task in RATINGS_TASKS else 0
         values["loop"] = _build(LoopConfig, values["loop"], "loop")
-        train = values["train_config"]
-        if isinstance(train, dict):
-            train = {**TRAIN_FIELDS_ADDED_LATER, **train}
-        values["train_config"] = _build(TrainConfig, train, "train_config")
-        episodes = values["episodes"]
-        if which == 0 and isinstance(episodes, dict):
-            episodes = {**CLASS_EPISODES_FIELDS_ADDED_LATER, **episodes}
-        values["episodes"] = _build(_SECTIONS["episodes"][which], episodes, "episodes")
+        values["train_config"] = _build(TrainConfig, values["train_config"], "train_config")
+        values["episodes"] = _build(_SECTIONS["episodes"][which], values["episodes"],
+                                    "episodes")
         if values["data"] is not None:
-            data = values["data"]
-            if which == 1 and isinstance(data, dict):
-                data = {**RATINGS_DATA_FIELDS_ADDED_LATER, **data}
-            values["data"] = _build(_SECTIONS["data"][which], data, "data")
+            values["data"] = _build(_SECTIONS["data"][which], values["data"], "data")
         if not isinstance(values["recorded"], dict):
             raise ValueError(f"recorded must be an object, got {values['recorded']!r}")
         try:
