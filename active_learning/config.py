@@ -27,7 +27,7 @@ SELECTOR_FEATURES = ("exact", "scalable")
 # signature's model_config and every model fingerprint) of a model that does
 # not use them stays what it was.
 _LATER_FIELDS = {"rating_predictor": "paper", "selector_features": "exact", "selector_neighbours": 32,
-                 "selection_chunk": 1024}
+                 "selection_chunk": 1024, "encoder_residual_blocks": 0}
 
 # The Omniglot trainer's default `labelled_mass_temperatures` (the benchmark
 # times the same model).
@@ -59,6 +59,11 @@ class ModelConfig:
         images whose pixels may be anything in [0, 1]. Serving uses it to
         tell an inverted or 0-255 image from a real one.
       encoder: "conv" (images) or "mlp" (feature vectors), classification.
+      encoder_residual_blocks: conv encoder only (not in the paper, which
+        is 0): 3x3 residual blocks x + leaky_relu(conv(x)) after the paper's
+        three convolutions, at 7x7. Their kernels start at zero, so a model
+        warm-started (`--init_from`) from a paper-encoder model begins as
+        exactly that model and training only adds to it.
       feature_size: width of the feature vectors (mlp encoder).
       feature_hidden: hidden widths of the mlp encoder.
       num_items: vocabulary size of the item table (regression).
@@ -108,6 +113,7 @@ class ModelConfig:
     image_channels: int = 1
     ink_images: bool = True
     encoder: str = "conv"
+    encoder_residual_blocks: int = 0
     feature_size: int = 0
     feature_hidden: tuple = (256,)
     num_items: int = 0
@@ -135,6 +141,14 @@ class ModelConfig:
                 raise ValueError(f"image_channels must be 1 or 3, got {self.image_channels}")
             if self.image_size < 4:
                 raise ValueError(f"image_size must be >= 4, got {self.image_size}")
+        if self.encoder_residual_blocks < 0:
+            raise ValueError("encoder_residual_blocks must be >= 0, got "
+                             f"{self.encoder_residual_blocks}")
+        if self.encoder_residual_blocks and not (self.task == "classification"
+                                                 and self.encoder == "conv"):
+            raise ValueError("encoder_residual_blocks is for the conv (image) encoder "
+                             f"only; this model's encoder is {self.encoder!r} "
+                             f"({self.task})")
         if self.task == "classification" and self.encoder == "mlp" and self.feature_size < 1:
             raise ValueError("an mlp encoder needs feature_size >= 1 (the width of the "
                              f"feature vectors), got {self.feature_size}")

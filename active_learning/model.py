@@ -65,7 +65,8 @@ class ActiveMatchingNetwork(keras.Model):
             self.encoder = al_layers.FeatureEncoder(c.embed_dim, c.feature_size,
                                                     hidden=c.feature_hidden, name="encoder")
         elif c.task == "classification":
-            self.encoder = al_layers.ConvEncoder(c.embed_dim, name="encoder")
+            self.encoder = al_layers.ConvEncoder(
+                c.embed_dim, residual_blocks=c.encoder_residual_blocks, name="encoder")
         else:
             self.encoder = al_layers.EmbeddingEncoder(
                 c.num_items, c.embed_dim, initial_embeddings=item_embeddings,

@@ -190,6 +190,41 @@ def test_init_from_copies_what_fits_and_names_the_rest(tmp_path):
         checkpoints.initialize_from(ratings, str(tmp_path / "grey"))
 
 
+def test_residual_encoder_warm_starts_as_the_paper_encoder(tmp_path):
+    # `--encoder_residual_blocks` (a stronger embedding, not in the paper):
+    # --init_from a paper-encoder model copies every weight but the new
+    # blocks', and the deeper model then computes exactly the same pool
+    # embeddings and controller state; training reaches the new blocks.
+    tf.keras.utils.set_random_seed(0)
+    paper = ActiveMatchingNetwork(ModelConfig(embed_dim=8, units=8))
+    _save(paper, str(tmp_path / "paper"))
+    deeper = ActiveMatchingNetwork(ModelConfig(embed_dim=8, units=8, encoder_residual_blocks=2))
+    _, fresh, differ = checkpoints.initialize_from(deeper, str(tmp_path / "paper"))
+    assert sorted(fresh) == [f"encoder/residual{i}/{w}" for i in (1, 2) for w in ("bias", "kernel")]
+    assert differ == {"encoder_residual_blocks": (0, 2)}
+    images = tf.cast(tf.random.uniform([2, 6, 28, 28, 1], seed=1) > 0.8, tf.float32)
+    for ours, theirs in zip(deeper.begin(images), paper.begin(images)):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    residual = [v for v in deeper.trainable_variables if "residual" in v.path]
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(deeper.begin(images)[0]))
+    assert len(residual) == 4
+    for variable, grad in zip(residual, tape.gradient(loss, residual)):
+        assert grad is not None and np.abs(grad.numpy()).max() > 0, variable.path
+    assert json.loads(deeper.config.to_json())["encoder_residual_blocks"] == 2
+    assert "encoder_residual_blocks" not in json.loads(paper.config.to_json())
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(encoder_residual_blocks=-1), "encoder_residual_blocks must be >= 0"),
+    (dict(encoder="mlp", feature_size=4, encoder_residual_blocks=1),
+     "encoder_residual_blocks is for the conv"),
+])
+def test_residual_blocks_are_checked(options, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**options)
+
+
 # ------------------------------------------------------------------ end to end
 def test_rgb_folder_trains_exports_and_serves(tmp_path):
     from export import saved_model as export_lib  # pylint: disable=g-import-not-at-top

@@ -71,6 +71,10 @@ flags.DEFINE_enum("selector_features", "exact", ["exact", "scalable"],
                   "labelled) per step, for large pools (docs/performance.md).")
 flags.DEFINE_integer("selector_neighbours", 32, "Scalable selector features: nearest and "
                      "farthest neighbours kept per item.")
+flags.DEFINE_integer("encoder_residual_blocks", 0, "Image encoder: residual 3x3 blocks "
+                     "after the paper's three convolutions (0, the paper's encoder). They "
+                     "start at zero, so --init_from a paper-encoder model begins as that "
+                     "model (docs/results.md lists the variants tried).", lower_bound=0)
 flags.DEFINE_list("labelled_mass_temperatures",
                   [str(t) for t in OMNIGLOT_LABELLED_MASS_TEMPERATURES],
                   "Selector features beyond the paper's: per temperature, the share of an "
@@ -174,7 +178,8 @@ def model_options_from_flags():
     return dict(max_classes=FLAGS.max_classes, embed_dim=FLAGS.embed_dim, units=FLAGS.units,
                 labelled_mass_temperatures=temperatures,
                 selector_features=FLAGS.selector_features,
-                selector_neighbours=FLAGS.selector_neighbours)
+                selector_neighbours=FLAGS.selector_neighbours,
+                encoder_residual_blocks=FLAGS.encoder_residual_blocks)
 
 
 def build_setup(run, model_options, cache_dir=None, download=False):
@@ -249,7 +254,10 @@ def build_setup(run, model_options, cache_dir=None, download=False):
         inputs = dict(image_size=size, image_channels=channels, ink_images=data.ink)
     else:
         inputs = dict(encoder="mlp", feature_size=data.item_shape[0])
-    config = ModelConfig(task="classification", **model_options, **inputs)
+    try:  # e.g. --encoder_residual_blocks with feature-vector data
+        config = ModelConfig(task="classification", **model_options, **inputs)
+    except ValueError as e:
+        raise flags.ValidationError(f"{e} (from the flags and the data at {spec})") from None
     on_new_run = None
     if data.kind == "features":
         rows = np.concatenate([np.arange(s, s + n) for s, n in zip(

@@ -1,7 +1,8 @@
 """Context-free and context-sensitive item encoders (paper 3.2.1).
 
 - `ConvEncoder`: the Omniglot image encoder (5x5/64 s2, 5x5/64 s2, 3x3/64,
-  leaky ReLU, 7x7x64 -> weight-normalised dense).
+  leaky ReLU, 7x7x64 -> weight-normalised dense), optionally deeper by
+  zero-initialised residual 3x3 blocks (not in the paper).
 - `FeatureEncoder`: for items given as feature vectors (a user's own
   embeddings or tabular data; not in the paper): standardise with the
   training items' mean and scale, then an MLP.
@@ -23,15 +24,23 @@ from active_learning.layers.weight_norm import WeightNormDense
 class ConvEncoder(keras.layers.Layer):
     """Maps images `[..., H, W, C]` (paper: 28x28x1) to embeddings `[..., embed_dim]`."""
 
-    def __init__(self, embed_dim, filters=64, **kwargs):
+    def __init__(self, embed_dim, filters=64, residual_blocks=0, **kwargs):
         super().__init__(**kwargs)
         self.embed_dim = int(embed_dim)
+        self.residual_blocks = int(residual_blocks)
         act = keras.layers.LeakyReLU(negative_slope=0.2)
         # Named attributes, not a list: TensorFlow checkpoints track
         # attributes of Keras 3 layers but not the items of a Python list.
         self.conv1 = keras.layers.Conv2D(filters, 5, strides=2, padding="same", name="conv1")
         self.conv2 = keras.layers.Conv2D(filters, 5, strides=2, padding="same", name="conv2")
         self.conv3 = keras.layers.Conv2D(filters, 3, strides=1, padding="same", name="conv3")
+        # x + act(conv(x)) with a zero kernel and bias is x: a deeper model
+        # warm-started from a paper-encoder model starts as that model, and
+        # the gradient w.r.t. the zero kernel (act'(0) x) is not zero.
+        for i in range(self.residual_blocks):
+            setattr(self, f"residual{i + 1}", keras.layers.Conv2D(
+                filters, 3, strides=1, padding="same", kernel_initializer="zeros",
+                name=f"residual{i + 1}"))
         self.activation = act
         self.flatten = keras.layers.Flatten()
         self.project = WeightNormDense(self.embed_dim, name="project")
@@ -41,6 +50,8 @@ class ConvEncoder(keras.layers.Layer):
         for conv in (self.conv1, self.conv2, self.conv3):
             conv.build(shape)
             shape = conv.compute_output_shape(shape)
+        for block in self._residuals():
+            block.build(shape)
         self.project.build((None, int(np.prod(shape[1:]))))
         self.built = True
 
@@ -49,8 +60,13 @@ class ConvEncoder(keras.layers.Layer):
         x = tf.reshape(images, tf.concat([[-1], tf.shape(images)[-3:]], 0))
         for conv in (self.conv1, self.conv2, self.conv3):
             x = self.activation(conv(x))
+        for block in self._residuals():
+            x = x + self.activation(block(x))
         x = self.project(self.flatten(x))
         return tf.reshape(x, tf.concat([lead, [self.embed_dim]], 0))
+
+    def _residuals(self):
+        return [getattr(self, f"residual{i + 1}") for i in range(self.residual_blocks)]
 
 
 class FeatureEncoder(keras.layers.Layer):
