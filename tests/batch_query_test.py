@@ -225,6 +225,7 @@ class RoundRolloutTest(parameterized.TestCase, tf.test.TestCase):
         self.assertLen(result["metric"], 2)
 
 
+@pytest.mark.heavy(101)
 class TrainingTest(parameterized.TestCase, tf.test.TestCase):
 
     @parameterized.parameters(

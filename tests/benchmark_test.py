@@ -80,6 +80,7 @@ def _leaves(tree, prefix=""):
         yield prefix, tree
 
 
+@pytest.mark.heavy(65)
 def test_json_is_what_run_returned(report):
     returned, written, _ = report
     assert json.loads(json.dumps(returned)) == written

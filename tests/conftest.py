@@ -30,3 +30,32 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present beside the checkout")
     return SHARED_DATA
+
+
+# Scheduling. CI runs `pytest -n 2 --dist loadscope`: each test class (or
+# module, for module-level tests) goes to one worker as a unit. xdist's
+# default order puts the scopes with the most tests first, which leaves the
+# single long tests (a kill loop, two-worker training) for the end, where
+# one worker runs them while the other idles. Instead, scopes marked
+# `heavy(seconds)` go first, longest first (seconds as measured on a 2-core
+# machine with --durations), then the rest in file order.
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "heavy(seconds): a slow scope, scheduled first (tests/conftest.py)")
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def _scope(item):
+    return item.nodeid.rsplit("::", 1)[0] if item.cls is not None else item.nodeid.split("::")[0]
+
+
+def pytest_collection_modifyitems(config, items):
+    weight = {}
+    for item in items:
+        for mark in item.iter_markers("heavy"):
+            scope = _scope(item)
+            weight[scope] = max(weight.get(scope, 0.0), float(mark.args[0]))
+    # A stable sort: tests within a scope keep their order.
+    items.sort(key=lambda item: -weight.get(_scope(item), 0.0))

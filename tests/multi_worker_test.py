@@ -172,6 +172,7 @@ def _scalars(logdir, step):
     return values
 
 
+@pytest.mark.heavy(118)
 class TwoWorkersTest(tf.test.TestCase):
 
     def _stop_all(self, procs):

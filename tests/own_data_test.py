@@ -226,6 +226,7 @@ def test_residual_blocks_are_checked(options, message):
 
 
 # ------------------------------------------------------------------ end to end
+@pytest.mark.heavy(67)
 def test_rgb_folder_trains_exports_and_serves(tmp_path):
     from export import saved_model as export_lib  # pylint: disable=g-import-not-at-top
     root = own_data.write_image_folder(str(tmp_path / "rgb"), num_classes=40, per_class=8,

@@ -154,6 +154,7 @@ def _weights(model_dir):
             for name in reader.get_variable_to_shape_map() if name.startswith("model/")}
 
 
+@pytest.mark.heavy(150)
 class KillLoopTest(tf.test.TestCase):
 
     def test_runs_killed_at_random_moments_end_like_an_uninterrupted_one(self):

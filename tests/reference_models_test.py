@@ -94,6 +94,7 @@ def test_omniglot_model_beats_random_labels(shipped_data, name):
     assert greedy["distinct_labels"][-1] > 4.6 > random["distinct_labels"][-1]
 
 
+@pytest.mark.heavy(50)
 def test_lake_20way_model_runs_through_its_exported_signatures(shipped_data, tmp_path):
     # The serving contract end to end on real data: export the committed model,
     # drive 20-way held-out-alphabet episodes through the SavedModel's

@@ -134,6 +134,7 @@ RUN_FLAGS = dict(train_steps=6, checkpoint_interval=2, eval_interval=3, log_inte
                  eval_episodes=4, final_eval_episodes=4, batch_size=4, seed=0)
 
 
+@pytest.mark.heavy(168)
 class ResumeTest(tf.test.TestCase):
 
     def setUp(self):

@@ -109,6 +109,7 @@ class PoolContrastiveLossTest(tf.test.TestCase):
             self.assertEqual(float(metrics["contrast_loss"]) > 0, expect_change)
 
 
+@pytest.mark.heavy(147)
 class TrainStepTest(tf.test.TestCase):
 
     def test_a_step_changes_every_trainable_variable_and_counts(self):
@@ -247,6 +248,7 @@ PARITY_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.heavy(76)
 class DistributionTest(tf.test.TestCase):
 
     def test_mirrored_two_cpus_matches_default_strategy(self):
