@@ -39,6 +39,10 @@ class Backend:
     """
 
     fingerprint = ""
+    # Whether `call("begin_compiled", ...)` runs here: scalable models in
+    # process (XLA-compiled context encoder); not through TF Serving, which
+    # compiles XLA only behind a flag (export/serving.py).
+    compiled_begin = False
 
     def _read_metadata(self, meta):
         self.task = meta["task"]
@@ -141,6 +145,7 @@ class ModelBackend(Backend):
         self._num_items = c.num_items
         self._fingerprint = model_fingerprint(model)
         self._read_metadata(steps.scalars(self.call("metadata", {"dummy": 0})))
+        self.compiled_begin = self.scalable
 
     def _model_items(self, items):
         """[B, N, ...] client items -> what the model's encoder takes."""
@@ -163,8 +168,9 @@ class ModelBackend(Backend):
         m = self.model
         if name == "metadata":
             out = steps.metadata(m, self._fingerprint)
-        elif name == "begin":
-            out = steps.begin(m, self._model_items(inputs["support"]))
+        elif name in ("begin", "begin_compiled"):
+            out = steps.begin(m, self._model_items(inputs["support"]),
+                              compiled=name == "begin_compiled")
         elif name == "selection_index":
             out = steps.selection_index(m, _tensor(inputs["embeddings"], tf.float32))
         else:
@@ -228,6 +234,8 @@ class SavedModelBackend(Backend):
             raise ValueError(f"{self.path} lacks the signatures {[prefix + n for n in missing]}"
                              f"; it has {sorted(self.loaded.signatures)}")
         self._read_metadata(steps.scalars(self.call("metadata", {"dummy": 0})))
+        # Exports from before `begin_compiled` lack it.
+        self.compiled_begin = prefix + "begin_compiled" in self.loaded.signatures
 
     def hold(self, value):
         return tf.constant(value)

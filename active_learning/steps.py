@@ -22,6 +22,8 @@ O(P x labelled):
 
   selection_index(model, embeddings)                 -> top, bottom, log_normalisers
   select(model, ..., k, pool_index=wire_index(top, bottom, log_normalisers))
+  begin(model, items, compiled=True)                 -> as begin, the context
+                                                        encoder XLA-compiled
 
 `export.serving.ServingModule` traces these functions into the signatures
 behind its in-graph input checks, and `ActiveSession`'s in-memory backend
@@ -126,9 +128,10 @@ def model_items(config, items, vocabulary=None):
     return tf.cast(dense, tf.int32), dense < 0
 
 
-def begin(model, items):
-    """Encodes the pool (`model_items`): {embeddings, state}."""
-    embeddings, state = model.begin(items)
+def begin(model, items, compiled=False):
+    """Encodes the pool (`model_items`): {embeddings, state}; `compiled`:
+    the context encoder XLA-compiled (`begin_compiled`, large pools)."""
+    embeddings, state = model.begin(items, compiled=compiled)
     return {"embeddings": embeddings, "state": state}
 
 

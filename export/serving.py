@@ -24,6 +24,16 @@ large pool builds it once instead and sends it back with each select:
   selection_index(embeddings)                     -> top, bottom, log_normalisers
   select_indexed(embeddings, state, labels, labeled, k, top, bottom,
                  log_normalisers)                 -> as select, O(P x labelled)
+  begin_compiled(support)                         -> as begin, the context
+                                                     encoder XLA-compiled
+
+`begin_compiled` is for in-process clients (`ActiveSession` on a SavedModel
+uses it for pools of `session.COMPILED_BEGIN_MIN_POOL` items or more): the
+BiLSTM's one step per pool item runs about nine times faster under XLA, but
+TF Serving compiles XLA only with `--xla_cpu_compilation_enabled` and
+otherwise answers this signature with an error; its other signatures never
+call it. Its embeddings equal `begin`'s up to float rounding, which the
+recurrence carries along the pool (docs/performance.md).
 
 `labeled` is an int32 0/1 mask rather than a bool tensor: plain numbers are
 what every JSON client writes without thinking. `labels` are int32 classes
@@ -59,7 +69,7 @@ from active_learning.config import MAX_MEAN_PIXEL, PIXEL_CONTRACT
 from active_learning.fingerprint import model_fingerprint
 
 # The extra signatures of a model with `selector_features="scalable"`.
-SCALABLE_SIGNATURES = ("selection_index", "select_indexed")
+SCALABLE_SIGNATURES = ("selection_index", "select_indexed", "begin_compiled")
 
 # How many entries of an offending tensor an assertion message prints.
 _SUMMARIZE = 16
@@ -214,6 +224,7 @@ class ServingModule(tf.Module):
         self._scalable = config.selector_features == "scalable"
         self._functions = types.SimpleNamespace(
             begin=function(self._begin, spec(item_dtype)),
+            begin_compiled=function(self._begin_compiled, spec(item_dtype)),
             select=function(self._select, emb, state, labels, labeled, spec(tf.int32)),
             selection_index=function(self._selection_index, emb),
             select_indexed=function(self._select_indexed, emb, state, labels, labeled,
@@ -232,6 +243,11 @@ class ServingModule(tf.Module):
     def select(self, embeddings, state, labels, labeled, k):
         """-> {probabilities, index, top_k}."""
         return self._functions.select(embeddings, state, labels, labeled, k)
+
+    def begin_compiled(self, support):
+        """Scalable models: `begin`, the context encoder XLA-compiled."""
+        self._require_scalable("begin_compiled")
+        return self._functions.begin_compiled(support)
 
     def selection_index(self, embeddings):
         """Scalable models: -> {top, bottom, log_normalisers}."""
@@ -380,7 +396,7 @@ class ServingModule(tf.Module):
                      f"{MAX_MEAN_PIXEL} (the background is ink):", tf.reduce_max(means),
                      PIXEL_CONTRACT))
             return checks
-        if fn != "begin":
+        if name != "support":
             return []  # queries may repeat an item; a pool must not
         items = _static(items, [None, None])  # rank checked before
         # Ids may be strings, which tf.sort does not take: order by the dense
@@ -489,21 +505,25 @@ class ServingModule(tf.Module):
                 _static(labeled, [None, None]))
 
     # ------------------------------------------------------------ signatures
-    def _begin(self, support):
+    def _begin(self, support, fn="begin"):
         rank, layout = self._item_rank()
         (support,) = _validated([
-            lambda: self._rank_checks("begin", [("support", support, rank, layout)]),
-            lambda: self._item_shape_checks("begin", "support", support) + [
+            lambda: self._rank_checks(fn, [("support", support, rank, layout)]),
+            lambda: self._item_shape_checks(fn, "support", support) + [
                 (tf.shape(support)[0] > 0,
-                 "begin: input `support` holds an empty batch (0 episodes); send at "
+                 f"{fn}: input `support` holds an empty batch (0 episodes); send at "
                  "least one episode; got shape", tf.shape(support)),
                 (tf.shape(support)[1] > 0,
-                 "begin: input `support` must hold at least one item per episode; "
+                 f"{fn}: input `support` must hold at least one item per episode; "
                  "got shape", tf.shape(support))],
-            lambda: self._item_value_checks("begin", "support", support),
+            lambda: self._item_value_checks(fn, "support", support),
         ], [support])
         support = _static(support, self._item_shape)
-        return steps.begin(self.model, self._items("begin", "support", support))
+        return steps.begin(self.model, self._items(fn, "support", support),
+                           compiled=fn == "begin_compiled")
+
+    def _begin_compiled(self, support):
+        return self._begin(support, fn="begin_compiled")
 
     def _select(self, embeddings, state, labels, labeled, k, index=None, fn="select"):
         episode = (embeddings, state, labels, labeled)
