@@ -202,14 +202,21 @@ if __name__ == "__main__":
 def test_large_pool_cells_report_every_number_and_their_targets():
     # In-process with tiny pools (the command runs the cells in a child).
     from trainers import benchmark_scale  # noqa: PLC0415
-    result = benchmark_scale.run_scale(cells=((1, 100), (2, 30)), seconds=0.0, seed=0)
+    # Pools of 100 items get `begin_compiled` timed too, and it is their
+    # session's begin.
+    result = benchmark_scale.run_scale(cells=((1, 100), (2, 30)), seconds=0.0, seed=0,
+                                       compiled_from=100)
     assert [(c["batch"], c["pool"]) for c in result["cells"]] == [(1, 100), (2, 30)]
     for cell in result["cells"]:
         for key in ("begin_s", "index_s", "begin_total_s", "peak_memory_mib"):
             assert math.isfinite(cell[key]) and cell[key] > 0, key
-        assert cell["begin_total_s"] == pytest.approx(cell["begin_s"] + cell["index_s"])
+        assert cell["begin_total_s"] == pytest.approx(cell["begin_session_s"] + cell["index_s"])
         for name in ("select", "observe", "select_observe"):
             assert cell[name]["n"] >= 5 and cell[name]["p99_ms"] >= cell[name]["p50_ms"] > 0
+    compiled, plain = result["cells"]
+    assert compiled["begin_compiled_s"] > 0 and plain["begin_compiled_s"] is None
+    assert (compiled["begin_session_s"], plain["begin_session_s"]) == (
+        compiled["begin_compiled_s"], plain["begin_s"])
     # Only the pool-100 target applies to these cells; its verdict follows its value.
     target = result["targets"]["select_observe_p50_ms_pool100_batch1_scalable"]
     assert set(result["targets"]) == {"select_observe_p50_ms_pool100_batch1_scalable"}

@@ -16,6 +16,10 @@ shapes only), exported and loaded as a SavedModel:
   the once-per-pool cost, timed once after one untimed call at the cell's
   shape for pools up to 10,000 items (tracing is done at export; the first
   call of a large pool is timed as it comes);
+- from `session.COMPILED_BEGIN_MIN_POOL` items, also `begin_compiled` (the
+  context encoder XLA-compiled; its first call, compiling included), which
+  is what an in-process `ActiveSession` runs at that size: the cell's
+  `begin_total_s` (the target's number) is the session's begin + index;
 - `select_indexed` + `observe` from a mid-episode state (10 items labelled),
   p50 / p99 over repeats for `--seconds`;
 - the process's peak resident memory after the cell (`VmHWM` on Linux;
@@ -38,6 +42,7 @@ import tensorflow as tf
 
 from active_learning.config import OMNIGLOT_LABELLED_MASS_TEMPERATURES, ModelConfig
 from active_learning.model import ActiveMatchingNetwork
+from active_learning.session import COMPILED_BEGIN_MIN_POOL
 
 # What issue-level targets docs/performance.md states for large pools.
 TARGET_LARGE_POOL = 100_000
@@ -116,8 +121,9 @@ def _mid_episode(begun, batch, pool, rng):
             "labels": tf.constant(labels), "labeled": tf.constant(labeled)}
 
 
-def bench_cell(signatures, batch, pool, seconds, rng):
-    """One cell's numbers (see the module docstring)."""
+def bench_cell(signatures, batch, pool, seconds, rng, compiled=False):
+    """One cell's numbers (see the module docstring); `compiled`: also time
+    `begin_compiled`, and count it as the session's begin."""
     size = 28
     support = tf.constant(rng.random([batch, pool, size, size, 1]) > 0.8, tf.float32)
     begin, index_fn = signatures["begin"], signatures["selection_index"]
@@ -128,6 +134,11 @@ def bench_cell(signatures, batch, pool, seconds, rng):
     begun = begin(support=support)
     begun["state"].numpy()
     begin_s = time.perf_counter() - start
+    compiled_s = None
+    if compiled:
+        start = time.perf_counter()
+        signatures["begin_compiled"](support=support)["state"].numpy()
+        compiled_s = time.perf_counter() - start
     del support
     start = time.perf_counter()
     index = index_fn(embeddings=begun["embeddings"])
@@ -152,14 +163,17 @@ def bench_cell(signatures, batch, pool, seconds, rng):
     while len(samples) < 5 or (time.perf_counter() - start < seconds and len(samples) < 500):
         samples.append(step())
     select_s, observe_s, both_s = zip(*samples)
-    return {"batch": batch, "pool": pool, "begin_s": begin_s, "index_s": index_s,
-            "begin_total_s": begin_s + index_s, "select": percentiles(select_s),
+    session_s = begin_s if compiled_s is None else compiled_s
+    return {"batch": batch, "pool": pool, "begin_s": begin_s, "begin_compiled_s": compiled_s,
+            "begin_session_s": session_s, "index_s": index_s,
+            "begin_total_s": session_s + index_s, "select": percentiles(select_s),
             "observe": percentiles(observe_s), "select_observe": percentiles(both_s),
             "peak_memory_mib": peak_memory_mib()}
 
 
-def run_scale(cells=DEFAULT_CELLS, seconds=2.0, seed=0):
-    """{cells: [...], exponent, targets} for the given (batch, pool) cells."""
+def run_scale(cells=DEFAULT_CELLS, seconds=2.0, seed=0, compiled_from=COMPILED_BEGIN_MIN_POOL):
+    """{cells: [...], exponent, targets} for the given (batch, pool) cells;
+    `begin_compiled` is timed from pools of `compiled_from` items."""
     from export.saved_model import export_saved_model  # noqa: PLC0415
     model = scalable_model(seed)
     rng = np.random.default_rng(seed)
@@ -169,7 +183,10 @@ def run_scale(cells=DEFAULT_CELLS, seconds=2.0, seed=0):
         signatures = tf.saved_model.load(path).signatures
         for batch, pool in cells:
             _log(f"batch {batch}, pool {pool}")
-            cell = bench_cell(signatures, batch, pool, seconds, rng)
+            cell = bench_cell(signatures, batch, pool, seconds, rng,
+                              compiled=pool >= compiled_from)
+            if cell["begin_compiled_s"] is not None:
+                _log(f"  begin_compiled {cell['begin_compiled_s']:.2f} s")
             _log(f"  begin {cell['begin_s']:.2f} s + index {cell['index_s']:.2f} s, "
                  f"select+observe p50 {cell['select_observe']['p50_ms']:.2f} ms, "
                  f"peak {cell['peak_memory_mib']:.0f} MiB")
@@ -204,7 +221,8 @@ def targets(cells):
 
 TARGET_DESCRIPTIONS = {
     "select_observe_p50_ms_pool100k_batch1": "scalable select+observe p50 ms, pool 100,000 <=",
-    "begin_s_pool100k_batch1": "scalable begin + selection_index s, pool 100,000 <=",
+    "begin_s_pool100k_batch1": "scalable begin (as a session runs it) + index s, pool "
+                               "100,000 <=",
     "peak_memory_mib_pool100k": "peak memory MiB through pool 100,000 <=",
     "select_observe_p50_ms_pool100_batch1_scalable": "scalable select+observe p50 ms, pool 100 <=",
 }
@@ -213,12 +231,15 @@ TARGET_DESCRIPTIONS = {
 def format_rows(results):
     """The table's lines for the scale cells."""
     lines = ["Large pools, scalable selector (SavedModel; begin and index once per pool; "
-             "select_indexed+observe ms p50 / p99)",
-             f"{'batch':>6}{'pool':>9}{'begin s':>9}{'index s':>9}{'select+observe':>20}"
-             f"{'peak MiB':>10}"]
+             "XLA begin = begin_compiled, first call; select_indexed+observe ms p50 / p99)",
+             f"{'batch':>6}{'pool':>9}{'begin s':>9}{'XLA begin s':>13}{'index s':>9}"
+             f"{'select+observe':>20}{'peak MiB':>10}"]
     for c in results["cells"]:
         so = c["select_observe"]
-        lines.append(f"{c['batch']:>6}{c['pool']:>9}{c['begin_s']:9.2f}{c['index_s']:9.2f}"
+        xla = c.get("begin_compiled_s")
+        xla = "-" if xla is None else f"{xla:.2f}"
+        lines.append(f"{c['batch']:>6}{c['pool']:>9}{c['begin_s']:9.2f}{xla:>13}"
+                     f"{c['index_s']:9.2f}"
                      f"{so['p50_ms']:11.2f} / {so['p99_ms']:<7.2f}{c['peak_memory_mib']:10.0f}")
     lines.append(f"select+observe pool exponent (batch 1): "
                  f"{results['select_observe_exponent_batch1']:.2f}")
