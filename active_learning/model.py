@@ -206,9 +206,10 @@ class ActiveMatchingNetwork(keras.Model):
         faster on CPU (docs/performance.md). Its float rounding differs from
         the plain graph's, and TF Serving runs XLA only behind a flag, so it
         is an option (the `begin_compiled` signature of scalable models) and
-        not the default. Each call builds a fresh function: nothing compiled
-        is attached to the model or saved with it, and it compiles once per
-        pool shape.
+        not the default. Each call builds a fresh function, so nothing
+        compiled is attached to the model or saved with it: traced into a
+        signature it compiles once per pool shape; called eagerly (an
+        in-memory session) it compiles at each call, about a second.
         """
         if compiled:
             contextual, state = tf.function(self.context_encoder, jit_compile=True,
