@@ -140,15 +140,19 @@ def clustered_selection_index(units, temperatures, neighbours, block_size=BLOCK_
         skip = tf.repeat(probed, representatives, axis=-1)[:, :, None, :]
         rep_cosine = tf.einsum("bgmd,brd->bgmr", query_units, rep_units)
         shift = top_cosine[..., :1]                                           # [B, g, M, 1]
-        near_offset, rep_offset = near_cosine - shift, rep_cosine - shift
-        zero = tf.zeros([], dtype)
+        # Pairs that do not count are -inf before the temperatures: exp()
+        # then gives the exact 0 that a where() after it gave, with one
+        # masking pass for all temperatures instead of one per temperature.
+        minus_inf = tf.constant(float("-inf"), dtype)
+        near_offset = tf.where(near_valid, near_cosine - shift, minus_inf)
+        rep_offset = tf.where(skip, minus_inf, rep_cosine - shift)
         log_z = []
         for t in temperatures:
-            exact = tf.reduce_sum(tf.where(near_valid, tf.exp(near_offset * (1.0 / t)), zero), -1)
+            exact = tf.reduce_sum(tf.exp(near_offset * (1.0 / t)), -1)
             # A sampled block may hold items more similar than every probed
             # one: capped so that exp() stays finite at tiny temperatures.
-            sampled = tf.reduce_sum(tf.where(skip, zero, tf.exp(tf.minimum(
-                rep_offset * (1.0 / t) + rep_log_weight, 80.0))), -1)
+            sampled = tf.reduce_sum(tf.exp(tf.minimum(
+                rep_offset * (1.0 / t) + rep_log_weight, 80.0)), -1)
             log_z.append(shift[..., 0] * (1.0 / t) + tf.math.log(exact + sampled))
         log_z = (tf.stack(log_z, -1) if log_z
                  else tf.zeros(tf.concat([tf.shape(query), [0]], 0), dtype))
