@@ -44,7 +44,8 @@ TRAIN_FIELDS_ADDED_LATER = {"rating_oracle": "exact"}
 # Likewise for every section, by the name of its config class.
 FIELDS_ADDED_LATER = {"TrainConfig": TRAIN_FIELDS_ADDED_LATER,
                       "RatingsData": {"factor_fraction": 1.0},
-                      "ClassEpisodeConfig": {"episode_classes": "random"}}
+                      "ClassEpisodeConfig": {"episode_classes": "random"},
+                      "ClassificationData": {"jitter": 0.0}}
 # How the N classes of a training or validation episode are drawn: from all
 # of the split's classes, or all from one group (an alphabet: Lake et al.'s
 # within-alphabet protocol).
@@ -190,6 +191,7 @@ class ClassificationData:
     label_col: str = "label"
     group_col: Optional[str] = None
     rotate: bool = False           # the four rotations of a training class are classes
+    jitter: float = 0.0            # per-image affine distortion of training drawings
     split: str = "auto"
     test_alphabets: Optional[Tuple[str, ...]] = None
     validation_alphabets: Optional[Tuple[str, ...]] = None
@@ -199,6 +201,9 @@ class ClassificationData:
             raise ValueError(f"source must be a data spec KIND:PATH, got {self.source!r}")
         if self.image_channels not in (None, 1, 3):
             raise ValueError(f"image_channels must be 1 or 3, got {self.image_channels!r}")
+        if not 0.0 <= self.jitter <= 2.0:
+            raise ValueError(f"jitter must lie in [0, 2] (1 is Koch et al.'s ranges), got "
+                             f"{self.jitter!r}")
         if self.split not in ("auto", "vinyals", "lake", "alphabets"):
             raise ValueError(f"split must be auto, vinyals, lake or alphabets, got "
                              f"{self.split!r}")

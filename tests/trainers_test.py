@@ -16,6 +16,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from active_learning import checkpoints  # noqa: E402
+from active_learning import run_config as run_configs  # noqa: E402
 from active_learning.run_config import ClassEpisodeConfig  # noqa: E402
 from trainers import classification as classification_trainer  # noqa: E402
 from trainers import common  # noqa: E402
@@ -265,6 +266,26 @@ def test_within_alphabet_training_draws_every_episode_from_one_alphabet(tmp_path
                              cache_dir=str(tmp_path / "cache"), ways=60,
                              episode_classes="within_alphabet"):
         with pytest.raises(flags.ValidationError, match="60"):
+            omniglot_trainer.setup_from_flags()
+
+
+
+def test_affine_jitter_distorts_training_episodes_only(tmp_path):
+    _ensure_parsed()
+    with flagsaver.flagsaver(data_dir="data/omniglot", model_dir=str(tmp_path),
+                             cache_dir=str(tmp_path / "cache"), affine_jitter=0.5):
+        run, _, kwargs = omniglot_trainer.setup_from_flags()
+    assert run.data.jitter == 0.5
+    assert kwargs["train_sampler"].jitter == 0.5
+    assert kwargs["make_eval_sampler"]().jitter == 0.0    # checkpoints judged on real drawings
+    # The record round-trips, and one written before the field reads as 0.
+    record = run.to_dict()
+    assert run_configs.RunConfig.from_dict(record).data.jitter == 0.5
+    del record["data"]["jitter"]
+    assert run_configs.RunConfig.from_dict(record).data.jitter == 0.0
+    with flagsaver.flagsaver(data_dir="data/omniglot", model_dir=str(tmp_path / "other"),
+                             cache_dir=str(tmp_path / "cache"), affine_jitter=3.0):
+        with pytest.raises(flags.ValidationError, match="jitter must lie in"):
             omniglot_trainer.setup_from_flags()
 
 

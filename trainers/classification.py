@@ -64,6 +64,10 @@ flags.DEFINE_list("validation_alphabets", None, "Groups held out for validation.
 flags.DEFINE_bool("rotate", None, "Rotation augmentation, as in Matching Networks: each "
                   "training class turned by 0/90/180/270 degrees is a class of its own "
                   "(x4 classes). Default: on for Omniglot, off for other data.")
+flags.DEFINE_float("affine_jitter", 0.0, "Strength of a random affine distortion of every "
+                   "training drawing (0: none; 1: Koch et al.'s ranges, rotation +-10 deg, "
+                   "shear +-0.3 rad, scale 0.8-1.2, shift 2% of the side). Images only; "
+                   "validation and test episodes are never distorted.")
 flags.DEFINE_string("cache_dir", None, "Where decoded images are cached.")
 flags.DEFINE_enum("selector_features", "exact", ["exact", "scalable"],
                   "exact: the selector's item-item features from the full cosine matrix "
@@ -161,7 +165,7 @@ def run_config_from_flags():
             source=spec, image_size=FLAGS.image_size, image_channels=FLAGS.image_channels,
             invert=FLAGS.invert, label_col=FLAGS.label_col, group_col=FLAGS.group_col,
             rotate=FLAGS.rotate if FLAGS.rotate is not None else omniglot,
-            split=FLAGS.split, test_alphabets=FLAGS.test_alphabets,
+            jitter=FLAGS.affine_jitter, split=FLAGS.split, test_alphabets=FLAGS.test_alphabets,
             validation_alphabets=FLAGS.validation_alphabets)
         episodes = ClassEpisodeConfig(ways=all_ways, eval_ways=eval_ways, shots=FLAGS.shots,
                                       items_per_class=FLAGS.items_per_class, budget=budget,
@@ -203,6 +207,9 @@ def build_setup(run, model_options, cache_dir=None, download=False):
                                     f"at {data.item_shape[0]}x{data.item_shape[0]}")
     if rotate and data.kind != "image":
         raise flags.ValidationError("--rotate needs images; this data holds feature vectors")
+    if options.jitter and data.kind != "image":
+        raise flags.ValidationError("--affine_jitter needs images; this data holds feature "
+                                    "vectors")
     split = splits.split_classes(data, split=options.split,
                                  test_alphabets=_list(options.test_alphabets),
                                  validation_alphabets=_list(options.validation_alphabets),
@@ -222,17 +229,17 @@ def build_setup(run, model_options, cache_dir=None, download=False):
 
     within_group = episodes.episode_classes == "within_alphabet"
 
-    def sampler(classes, ways, seed, rotate_classes):
+    def sampler(classes, ways, seed, rotate_classes, jitter=0.0):
         return ClassEpisodeSampler(
             data.items, data.class_starts, data.class_counts, classes, ways=ways,
             items_per_class=pool_per_class, queries_per_class=QUERIES_PER_CLASS,
             rotate=rotate_classes, seed=seed, class_names=data.class_names,
-            class_groups=data.groups, within_group=within_group)
+            class_groups=data.groups, within_group=within_group, jitter=jitter)
 
     try:
         # The episode shape against the data, before anything is written.
         train_sampler = sampler(split.train, max(all_ways),
-                                episode_seed(run.seed, "train"), rotate)
+                                episode_seed(run.seed, "train"), rotate, options.jitter)
         sampler(split.validation, eval_ways, 0, False)
     except ValueError as e:
         raise flags.ValidationError(str(e)) from e

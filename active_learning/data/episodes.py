@@ -16,6 +16,7 @@ and a restored checkpoint continues the same stream.
 import numpy as np
 import tensorflow as tf
 
+from active_learning.data.augment import affine_jitter
 from active_learning.data.sampling import make_generator
 from active_learning.data.sampling import sample_without_replacement
 
@@ -49,11 +50,16 @@ class ClassEpisodeSampler(tf.Module):
     group drawn uniformly among those holding at least N classes. Under
     `rotate`, each (group, rotation) pair is a group of its own: a turned
     alphabet is a new script.
+
+    With `jitter > 0` (images only) every drawn image gets its own small
+    random affine distortion (`augment.affine_jitter`, Koch et al.'s ranges
+    times `jitter`): training episodes only.
     """
 
     def __init__(self, items, class_starts, class_counts, class_indices, ways,
                  items_per_class=5, queries_per_class=1, rotate=False, seed=0,
-                 class_names=None, class_groups=None, within_group=False, name=None):
+                 class_names=None, class_groups=None, within_group=False, jitter=0.0,
+                 name=None):
         """Holds the items of `class_indices` and a seeded generator.
 
         Args:
@@ -69,6 +75,8 @@ class ClassEpisodeSampler(tf.Module):
           class_groups: `[C]` group of each class (an alphabet); needed by
             `within_group`.
           within_group: draw the N classes of an episode from one group.
+          jitter: strength of the per-image affine distortion (0: none; 1:
+            Koch et al.'s ranges). Images `[N, H, W, C]` only.
           name: module name.
         """
         super().__init__(name=name)
@@ -89,6 +97,13 @@ class ClassEpisodeSampler(tf.Module):
         if rotate and (items.ndim != 4 or items.shape[1] != items.shape[2]):
             raise ValueError("rotate=True needs square images [N, H, H, C], got items "
                              f"of shape {items.shape}")
+        jitter = float(jitter)
+        if not 0.0 <= jitter <= 2.0:
+            raise ValueError(f"jitter must lie in [0, 2] (1 is Koch et al.'s ranges), got "
+                             f"{jitter}")
+        if jitter and items.ndim != 4:
+            raise ValueError("jitter > 0 needs images [N, H, W, C], got items of shape "
+                             f"{items.shape}")
         if items_per_class < 1:
             raise ValueError("items_per_class must be >= 1, got %d" % items_per_class)
         if queries_per_class < 0:
@@ -108,6 +123,7 @@ class ClassEpisodeSampler(tf.Module):
         self.num_classes = self.num_characters * (4 if rotate else 1)
         self.drawings_per_class = int(counts.max())
         self.rotate = bool(rotate)
+        self.jitter = jitter
         self.within_group = bool(within_group)
         if self.within_group:
             self._init_groups(class_groups, class_indices, len(starts))
@@ -227,6 +243,7 @@ class ClassEpisodeSampler(tf.Module):
         if self.rotate:
             turns = tf.broadcast_to((classes % 4)[..., None], tf.shape(drawings))
             picked = _rotate_each(picked, turns)
+        picked = affine_jitter(self.rng, picked, self.jitter)
         labels = tf.broadcast_to(
             tf.range(ways, dtype=tf.int32)[None, :, None], tf.shape(drawings))
 
