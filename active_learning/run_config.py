@@ -43,7 +43,7 @@ FORMAT = 2
 TRAIN_FIELDS_ADDED_LATER = {"rating_oracle": "exact"}
 # Likewise for every section, by the name of its config class.
 FIELDS_ADDED_LATER = {"TrainConfig": TRAIN_FIELDS_ADDED_LATER,
-                      "RatingsData": {"factor_fraction": 1.0},
+                      "RatingsData": {"factor_fraction": 1.0, "split_seed": None},
                       "ClassEpisodeConfig": {"episode_classes": "random"},
                       "ClassificationData": {"jitter": 0.0}}
 # How the N classes of a training or validation episode are drawn: from all
@@ -248,10 +248,19 @@ class RatingsData:
     # that its training episodes, like the test ones, come from users the
     # factors never saw (not in the paper, which fits and trains on all).
     factor_fraction: float = 1.0
+    # Seed of the train/validation/test user split; None: the run's seed.
+    # Fixed apart from --seed, runs that differ only in their training
+    # randomness are measured on the same test users (a seed spread).
+    split_seed: Optional[int] = None
 
     def __post_init__(self):
         if not self.source:
             raise ValueError("source is required (the ratings table)")
+        if self.split_seed is not None and (
+                not isinstance(self.split_seed, int) or isinstance(self.split_seed, bool)
+                or self.split_seed < 0):
+            raise ValueError(f"split_seed must be an integer >= 0 or null (the run's seed), "
+                             f"got {self.split_seed!r}")
         _positive(self, ("num_movies", "num_users", "latent_dim", "latent_steps"))
         if not 0 < self.factor_fraction <= 1:
             raise ValueError(f"factor_fraction must lie in (0, 1], got {self.factor_fraction}")
@@ -277,7 +286,8 @@ class RatingsData:
         return {"num_movies": self.num_movies, "num_users": self.num_users,
                 "support_size": episodes.support_size, "query_size": episodes.query_size,
                 "validation_fraction": self.validation_fraction,
-                "test_fraction": self.test_fraction, "seed": seed}
+                "test_fraction": self.test_fraction,
+                "seed": seed if self.split_seed is None else self.split_seed}
 
 
 _SECTIONS = {"loop": (LoopConfig,), "train_config": (TrainConfig,),

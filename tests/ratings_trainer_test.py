@@ -21,6 +21,7 @@ import pytest
 import tensorflow as tf
 
 from active_learning import checkpoints, evaluation
+from active_learning.data import ratings_prep, ratings_reader
 from active_learning.run_config import RatingsData, load_run_config
 from export import saved_model as export_lib
 from tests import ratings_fakes
@@ -29,6 +30,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SUPPORT, QUERY, BUDGET = 20, 5, 5
 DUPLICATES = 7
 FACTOR_FRACTION = 0.5
+SEED, SPLIT_SEED = 3, 1   # the user split fixed apart from the run's seed
 
 
 def _trainer_args(data, model_dir):
@@ -39,7 +41,8 @@ def _trainer_args(data, model_dir):
             f"--budget={BUDGET}", "--num_movies=60", "--latent_dim=8", "--latent_steps=200",
             "--embed_dim=16", "--units=16", "--log_interval=5", "--eval_interval=10",
             "--checkpoint_interval=10", "--eval_episodes=16", "--final_eval_episodes=16",
-            "--nojit_compile", f"--factor_fraction={FACTOR_FRACTION}"]
+            "--nojit_compile", f"--factor_fraction={FACTOR_FRACTION}", f"--seed={SEED}",
+            f"--split_seed={SPLIT_SEED}"]
 
 
 def _env():
@@ -195,6 +198,16 @@ class OwnRatingsTest(unittest.TestCase):
             loaded.run_config, data_dir, vocabulary=loaded.vocabulary,
             latent_factors_path=os.path.join(self.model_dir, "latent_factors.npz"))
         self.assertEqual(episodes.data.num_movies, loaded.model.config.num_items)
+        # The users were split with --split_seed, not with the run's --seed.
+        table = ratings_reader.load_ratings(
+            f"csv:{self.data}", **loaded.run_config.data.reader_kwargs())
+        kwargs = loaded.run_config.data.prep_kwargs(loaded.run_config.episodes, SEED)
+        by_split_seed = ratings_prep.prepare(table, **kwargs)
+        by_run_seed = ratings_prep.prepare(table, **{**kwargs, "seed": SEED})
+        np.testing.assert_array_equal(episodes.data.test.user_ids,
+                                      by_split_seed.test.user_ids)
+        self.assertFalse(np.array_equal(episodes.data.test.user_ids,
+                                        by_run_seed.test.user_ids))
         batch = episodes.make_sampler("test", seed=0)().sample(4)
         self.assertEqual(tuple(batch["support"].shape), (4, SUPPORT))
         labels = batch["support_labels"].numpy()

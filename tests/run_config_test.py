@@ -1,5 +1,6 @@
 """The typed run configuration: round trip, field errors, older records, episode seeds."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -66,6 +67,13 @@ def test_ratings_record_holds_every_preprocessing_value():
     assert _ratings_run().data.prep_kwargs(_ratings_run().episodes, 7)["seed"] == 7
 
 
+def test_a_fixed_split_seed_keeps_the_users_whatever_the_run_seed():
+    run = _ratings_run()
+    fixed = dataclasses.replace(run.data, split_seed=0)
+    assert fixed.prep_kwargs(run.episodes, 7)["seed"] == 0
+    assert fixed.prep_kwargs(run.episodes, 2)["seed"] == 0
+
+
 @pytest.mark.parametrize("section, field, value, message", [
     ("loop", "batch_size", 0, "loop.batch_size must be an integer >= 1, got 0"),
     ("loop", "keep_checkpoints", 0, "loop.keep_checkpoints must be >= 1"),
@@ -105,6 +113,9 @@ ADDED_LATER = [
     # factor_fraction: older runs fitted the factors on every training user.
     (_ratings_run, "data", "factor_fraction", 1.0, 1.5, "must lie in \\(0, 1\\]"),
     (_ratings_run, "data", "factor_fraction", 1.0, 0.0, "must lie in \\(0, 1\\]"),
+    # split_seed: older runs split their users with the run's seed.
+    (_ratings_run, "data", "split_seed", None, -1, "must be an integer >= 0"),
+    (_ratings_run, "data", "split_seed", None, 1.5, "must be an integer >= 0"),
 ]
 
 

@@ -58,6 +58,9 @@ flags.DEFINE_float("factor_fraction", run_configs.RatingsData.factor_fraction,
                    "Share of the training users whose ratings fit the latent factors; below 1 "
                    "the active learner trains on the other training users only, users the "
                    "factors never saw, as at test time (not in the paper: it uses all).")
+flags.DEFINE_integer("split_seed", None, "Seed of the train/validation/test user split "
+                     "(default: --seed). Fix it to train several seeds on the same users.",
+                     lower_bound=0)
 
 # Paper 4.2.1's user split: a sixth of the users test, a twelfth validation.
 VALIDATION_FRACTION = run_configs.VALIDATION_FRACTION
@@ -106,7 +109,8 @@ def data_config_from_flags():
         tfds_data_dir=FLAGS.tfds_data_dir, num_movies=FLAGS.num_movies,
         num_users=FLAGS.num_users, validation_fraction=VALIDATION_FRACTION,
         test_fraction=TEST_FRACTION, latent_dim=FLAGS.latent_dim,
-        latent_steps=FLAGS.latent_steps, factor_fraction=FLAGS.factor_fraction)
+        latent_steps=FLAGS.latent_steps, factor_fraction=FLAGS.factor_fraction,
+        split_seed=FLAGS.split_seed)
 
 
 def prep_config_from_flags(seed):
@@ -114,7 +118,7 @@ def prep_config_from_flags(seed):
     return {"num_movies": FLAGS.num_movies, "num_users": FLAGS.num_users,
             "support_size": FLAGS.support_size, "query_size": FLAGS.query_size,
             "validation_fraction": VALIDATION_FRACTION, "test_fraction": TEST_FRACTION,
-            "seed": seed}
+            "seed": seed if FLAGS.split_seed is None else FLAGS.split_seed}
 
 
 def is_movielens(reader_config):
