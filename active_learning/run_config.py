@@ -286,8 +286,11 @@ class RatingsData:
         return {"num_movies": self.num_movies, "num_users": self.num_users,
                 "support_size": episodes.support_size, "query_size": episodes.query_size,
                 "validation_fraction": self.validation_fraction,
-                "test_fraction": self.test_fraction,
-                "seed": seed if self.split_seed is None else self.split_seed}
+                "test_fraction": self.test_fraction, "seed": self.user_split_seed(seed)}
+
+    def user_split_seed(self, seed):
+        """The seed of the user split: `split_seed`, or the run's `seed`."""
+        return seed if self.split_seed is None else self.split_seed
 
 
 _SECTIONS = {"loop": (LoopConfig,), "train_config": (TrainConfig,),

@@ -118,7 +118,7 @@ def prep_config_from_flags(seed):
     return {"num_movies": FLAGS.num_movies, "num_users": FLAGS.num_users,
             "support_size": FLAGS.support_size, "query_size": FLAGS.query_size,
             "validation_fraction": VALIDATION_FRACTION, "test_fraction": TEST_FRACTION,
-            "seed": seed if FLAGS.split_seed is None else FLAGS.split_seed}
+            "seed": data_config_from_flags().user_split_seed(seed)}
 
 
 def is_movielens(reader_config):
