@@ -43,6 +43,9 @@ class Backend:
     # process (XLA-compiled context encoder); not through TF Serving, which
     # compiles XLA only behind a flag (export/serving.py).
     compiled_begin = False
+    # Whether `call("observe_select", ...)` runs here: scalable models in
+    # process, like `begin_compiled` (an XLA-compiled step).
+    fused_observe_select = False
 
     def _read_metadata(self, meta):
         self.task = meta["task"]
@@ -145,7 +148,8 @@ class ModelBackend(Backend):
         self._num_items = c.num_items
         self._fingerprint = model_fingerprint(model)
         self._read_metadata(steps.scalars(self.call("metadata", {"dummy": 0})))
-        self.compiled_begin = self.scalable
+        self.compiled_begin = self.fused_observe_select = self.scalable
+        self._observe_select = steps.compiled_observe_select(model) if self.scalable else None
 
     def _model_items(self, items):
         """[B, N, ...] client items -> what the model's encoder takes."""
@@ -188,6 +192,12 @@ class ModelBackend(Backend):
             elif name == "observe":
                 out = steps.observe(m, *episode, tf.constant(inputs["index"], tf.int32),
                                     tf.constant(inputs["label"], m.label_dtype))
+            elif name == "observe_select":
+                out = self._observe_select(
+                    *episode, tf.constant(inputs["index"], tf.int32),
+                    tf.constant(inputs["label"], m.label_dtype),
+                    *(tf.convert_to_tensor(inputs[key])
+                      for key in ("top", "bottom", "log_normalisers")))
             elif name == "predict":
                 out = steps.predict(m, *episode, self._model_items(inputs["queries"]))
             else:
@@ -234,8 +244,9 @@ class SavedModelBackend(Backend):
             raise ValueError(f"{self.path} lacks the signatures {[prefix + n for n in missing]}"
                              f"; it has {sorted(self.loaded.signatures)}")
         self._read_metadata(steps.scalars(self.call("metadata", {"dummy": 0})))
-        # Exports from before `begin_compiled` lack it.
+        # Exports from before `begin_compiled` / `observe_select` lack them.
         self.compiled_begin = prefix + "begin_compiled" in self.loaded.signatures
+        self.fused_observe_select = prefix + "observe_select" in self.loaded.signatures
 
     def hold(self, value):
         return tf.constant(value)

@@ -16,8 +16,10 @@ from them (see `active_learning.backends`), so a session gives the same
 answers whichever it uses. One exception: a scalable-selector model run in
 process (in memory or a SavedModel) begins pools of
 `COMPILED_BEGIN_MIN_POOL` items or more with `begin_compiled`, the context
-encoder XLA-compiled, nine times faster over 100,000 items; its embeddings
-equal `begin`'s (what TF Serving runs) up to float rounding.
+encoder XLA-compiled, nine times faster over 100,000 items, and `teach`es
+with `observe_select`, the label and the next pick as one XLA-compiled call;
+their outputs equal `begin`'s and `observe`'s + `select_indexed`'s (what TF
+Serving runs) up to float rounding.
 
 Pool items: images `[P, H, W, C]` in [0, 1] for classification, with the
 channels the model was trained on (Omniglot models: `[P, 28, 28(, 1)]`, ink
@@ -206,12 +208,15 @@ class ActiveSession:
         step costs O(pool x labelled) rather than the index's work again."""
         if not self._backend.scalable:
             return self._backend.call("select", dict(self._episode(), k=np.int32(k)))
+        return self._backend.call("select_indexed",
+                                  dict(self._episode(), k=np.int32(k), **self._pool_index()))
+
+    def _pool_index(self):
         if self._index is None:
             self._index = {key: self._backend.hold(value) for key, value in
                            self._backend.call("selection_index",
                                               {"embeddings": self._held_embeddings}).items()}
-        return self._backend.call("select_indexed",
-                                  dict(self._episode(), k=np.int32(k), **self._index))
+        return self._index
 
     # ---------------------------------------------------------------- steps
     def probabilities(self):
@@ -221,24 +226,29 @@ class ActiveSession:
         once nothing is left to ask).
         """
         if self._probabilities is None:
-            candidates = self._candidates()
-            if not candidates.any():
-                self._probabilities = np.zeros([self.pool_size], np.float32)
-            else:
-                out = self._select(1)
-                p = np.asarray(out["probabilities"][0], np.float32)
-                if not np.all(np.isfinite(p)):
-                    raise FloatingPointError(
-                        f"{self._backend.description} returned NaN selection "
-                        "probabilities; its weights or this session's state are not "
-                        "finite (check the model with a new session)")
-                p = np.where(candidates, p, 0.0).astype(np.float32)
-                total = p.sum()
-                # Skipped items may have held all the mass (p underflows to
-                # 0 far from the best item): fall back to uniform then.
-                p = p / total if total > 0 else candidates / candidates.sum()
-                self._probabilities = p.astype(np.float32)
+            self._keep_probabilities(self._select(1)["probabilities"][0]
+                                     if self._candidates().any() else None)
         return self._probabilities.copy()
+
+    def _keep_probabilities(self, model_probabilities):
+        """Caches the model's selection distribution `[P]` (None: nothing to
+        ask) as `probabilities` gives it: renormalised over the candidates."""
+        candidates = self._candidates()
+        if model_probabilities is None or not candidates.any():
+            self._probabilities = np.zeros([self.pool_size], np.float32)
+            return
+        p = np.asarray(model_probabilities, np.float32)
+        if not np.all(np.isfinite(p)):
+            raise FloatingPointError(
+                f"{self._backend.description} returned NaN selection "
+                "probabilities; its weights or this session's state are not "
+                "finite (check the model with a new session)")
+        p = np.where(candidates, p, 0.0).astype(np.float32)
+        total = p.sum()
+        # Skipped items may have held all the mass (p underflows to
+        # 0 far from the best item): fall back to uniform then.
+        p = p / total if total > 0 else candidates / candidates.sum()
+        self._probabilities = p.astype(np.float32)
 
     def query(self, k=1):
         """Pool indices of the `k` items to label next, in the order picked `[k]`.
@@ -319,16 +329,25 @@ class ActiveSession:
         """
         indices = self._check_indices(indices, "teach")
         labels = self._check_labels(labels, len(indices))
-        for index, label in zip(indices, labels):
-            out = self._backend.call("observe", dict(
-                self._episode(), index=np.array([index], np.int32),
-                label=np.array([label], self._label_dtype)))
+        for position, (index, label) in enumerate(zip(indices, labels)):
+            inputs = dict(self._episode(), index=np.array([index], np.int32),
+                          label=np.array([label], self._label_dtype))
+            # The last label and the next pick as one compiled call where the
+            # backend runs it (in process, scalable models): the stepwise
+            # loop's per-label cost (docs/performance.md).
+            fused = (self._backend.scalable and self._backend.fused_observe_select
+                     and position == len(indices) - 1
+                     and int((self._labeled == 0).sum()) >= 2)
+            out = self._backend.call("observe_select" if fused else "observe",
+                                     dict(inputs, **self._pool_index()) if fused else inputs)
             self._state = np.asarray(out["state"][0], np.float32)
             self._labels = np.asarray(out["labels"][0], self._label_dtype)
             self._labeled = np.asarray(out["labeled"][0], np.int32)
             self._excluded[index] = False
             self._history.append(int(index))
             self._probabilities = None
+            if fused:
+                self._keep_probabilities(out["probabilities"][0])
 
     def skip(self, indices):
         """Removes items from consideration without a label (e.g. unseen).

@@ -22,6 +22,9 @@ O(P x labelled):
 
   selection_index(model, embeddings)                 -> top, bottom, log_normalisers
   select(model, ..., k, pool_index=wire_index(top, bottom, log_normalisers))
+  observe_select(model, ..., index, label, pool_index)
+                                                     -> observe's outputs, then the
+                                                        next pick's probabilities, index
   begin(model, items, compiled=True)                 -> as begin, the context
                                                         encoder XLA-compiled
 
@@ -163,18 +166,24 @@ def select(model, embeddings, state, labels, labeled, k, pool_index=None):
     (built here when not given; an exact model ignores it).
     """
     mask = tf.equal(labeled, 1)
-    logits = model.select(embeddings, state, labels, mask, index=pool_index)
-    index = tf.argmax(logits, -1, output_type=tf.int32)
+    logits, probabilities, index = _first_pick(model, embeddings, state, labels, mask,
+                                               pool_index)
     # k = 1 (the common stepwise call) skips the loop's machinery: the
     # round's first pick is exactly the sequential argmax.
     top_k = tf.cond(
         tf.equal(k, 1), lambda: index[:, None],
         lambda: model.select_round(embeddings, state, labels, mask, k,
                                    first_logits=logits, index=pool_index)[0])
+    return {"probabilities": probabilities, "index": index, "top_k": top_k}
+
+
+def _first_pick(model, embeddings, state, labels, mask, pool_index):
+    """(logits, probabilities, index) of one pick given the labelled `mask`."""
+    logits = model.select(embeddings, state, labels, mask, index=pool_index)
     # The model already puts NEG_INF on labelled items, so exp() is exactly
     # 0 there; the where() makes that a guarantee of the interface.
     probabilities = tf.where(mask, 0.0, tf.nn.softmax(logits, axis=-1))
-    return {"probabilities": probabilities, "index": index, "top_k": top_k}
+    return logits, probabilities, tf.argmax(logits, -1, output_type=tf.int32)
 
 
 def observe(model, embeddings, state, labels, labeled, index, label):
@@ -182,6 +191,32 @@ def observe(model, embeddings, state, labels, labeled, index, label):
     state, labels, mask = model.observe(embeddings, state, labels, tf.equal(labeled, 1),
                                         index, label)
     return {"state": state, "labels": labels, "labeled": tf.cast(mask, tf.int32)}
+
+
+def observe_select(model, embeddings, state, labels, labeled, index, label, pool_index):
+    """`observe`, then the next single pick (`select` with k = 1) on the new state.
+
+    The stepwise loop's per-label work in one call, so that a caller can run
+    it as one XLA-compiled function (the `observe_select` signature of
+    scalable models): at a pool of 100 items the two plain calls cost more in
+    per-op dispatch than in arithmetic (docs/performance.md). Returns
+    observe's {state, labels, labeled} and select's {probabilities, index}
+    for the episode after the label; every episode must keep an unlabelled
+    item (the callers check).
+    """
+    observed = observe(model, embeddings, state, labels, labeled, index, label)
+    _, probabilities, pick = _first_pick(model, embeddings, observed["state"],
+                                         observed["labels"],
+                                         tf.equal(observed["labeled"], 1), pool_index)
+    return dict(observed, probabilities=probabilities, index=pick)
+
+
+def compiled_observe_select(model):
+    """`observe_select` for `model` as one XLA-compiled function (traced per shape)."""
+    def step(embeddings, state, labels, labeled, index, label, top, bottom, log_normalisers):
+        return observe_select(model, embeddings, state, labels, labeled, index, label,
+                              wire_index(top, bottom, log_normalisers))
+    return tf.function(step, jit_compile=True, autograph=False)
 
 
 def predict(model, embeddings, state, labels, labeled, queries):

@@ -26,14 +26,21 @@ large pool builds it once instead and sends it back with each select:
                  log_normalisers)                 -> as select, O(P x labelled)
   begin_compiled(support)                         -> as begin, the context
                                                      encoder XLA-compiled
+  observe_select(embeddings, state, labels, labeled, index, label, top,
+                 bottom, log_normalisers)         -> observe's outputs, then
+                                                     probabilities, index: the
+                                                     next pick (k = 1), one
+                                                     XLA-compiled call
 
-`begin_compiled` is for in-process clients (`ActiveSession` on a SavedModel
-uses it for pools of `session.COMPILED_BEGIN_MIN_POOL` items or more): the
-BiLSTM's one step per pool item runs about nine times faster under XLA, but
-TF Serving compiles XLA only with `--xla_cpu_compilation_enabled` and
-otherwise answers this signature with an error; its other signatures never
-call it. Its embeddings equal `begin`'s up to float rounding, which the
-recurrence carries along the pool (docs/performance.md).
+`begin_compiled` and `observe_select` are for in-process clients
+(`ActiveSession` on a SavedModel uses the first for pools of
+`session.COMPILED_BEGIN_MIN_POOL` items or more, the second for every label
+it is taught while an item is left to ask): the BiLSTM's one step per pool
+item runs about nine times faster under XLA, and a label plus the next pick
+cost one compiled call instead of two graphs of small ops. TF Serving
+compiles XLA only with `--xla_cpu_compilation_enabled` and otherwise answers
+these signatures with an error; its other signatures never call them. Their
+outputs equal the plain steps' up to float rounding (docs/performance.md).
 
 `labeled` is an int32 0/1 mask rather than a bool tensor: plain numbers are
 what every JSON client writes without thinking. `labels` are int32 classes
@@ -69,7 +76,8 @@ from active_learning.config import MAX_MEAN_PIXEL, PIXEL_CONTRACT
 from active_learning.fingerprint import model_fingerprint
 
 # The extra signatures of a model with `selector_features="scalable"`.
-SCALABLE_SIGNATURES = ("selection_index", "select_indexed", "begin_compiled")
+SCALABLE_SIGNATURES = ("selection_index", "select_indexed", "begin_compiled",
+                       "observe_select")
 
 # How many entries of an offending tensor an assertion message prints.
 _SUMMARIZE = 16
@@ -222,6 +230,8 @@ class ServingModule(tf.Module):
         # otherwise trace every attached function a second time (a few
         # seconds per export).
         self._scalable = config.selector_features == "scalable"
+        # Untracked like the functions below (see there).
+        self._holder.observe_select = steps.compiled_observe_select(model)
         self._functions = types.SimpleNamespace(
             begin=function(self._begin, spec(item_dtype)),
             begin_compiled=function(self._begin_compiled, spec(item_dtype)),
@@ -232,6 +242,9 @@ class ServingModule(tf.Module):
                                     spec(tf.float32)),
             observe=function(self._observe, emb, state, labels, labeled, spec(tf.int32),
                              spec(label_dtype)),
+            observe_select=function(self._observe_select, emb, state, labels, labeled,
+                                    spec(tf.int32), spec(label_dtype), spec(tf.int32),
+                                    spec(tf.int32), spec(tf.float32)),
             predict=function(self._predict, emb, state, labels, labeled, spec(item_dtype)),
             metadata=function(self._metadata, spec(tf.int32)),
         )
@@ -260,6 +273,14 @@ class ServingModule(tf.Module):
         self._require_scalable("select_indexed")
         return self._functions.select_indexed(embeddings, state, labels, labeled, k, top,
                                               bottom, log_normalisers)
+
+    def observe_select(self, embeddings, state, labels, labeled, index, label, top, bottom,
+                       log_normalisers):
+        """Scalable models: `observe`, then `select_indexed` with k = 1, as one
+        XLA-compiled call -> {state, labels, labeled, probabilities, index}."""
+        self._require_scalable("observe_select")
+        return self._functions.observe_select(embeddings, state, labels, labeled, index,
+                                              label, top, bottom, log_normalisers)
 
     def _require_scalable(self, name):
         if not self._scalable:
@@ -613,43 +634,68 @@ class ServingModule(tf.Module):
                             index=(top, bottom, log_normalisers), fn="select_indexed")
 
     def _observe(self, embeddings, state, labels, labeled, index, label):
-        fn = "observe"
+        return steps.observe(self.model, *self._observed_inputs(
+            "observe", embeddings, state, labels, labeled, index, label))
+
+    def _observed_inputs(self, fn, embeddings, state, labels, labeled, index, label,
+                         pool_index=()):
+        """`observe`'s inputs (and `observe_select`'s selection index) validated,
+        with their static shapes. `pool_index` given: the episode must also keep
+        an unlabelled item after the label, for the next pick."""
         episode = (embeddings, state, labels, labeled)
 
         def shapes():
             batch = _dims(embeddings, 1)[0]
             return self._episode_checks(fn, *episode) + [
                 (tf.equal(tf.shape(index)[0], batch),
-                 "observe: input `index` must be [batch] like `embeddings`; got shape",
+                 f"{fn}: input `index` must be [batch] like `embeddings`; got shape",
                  tf.shape(index), "embeddings shape", tf.shape(embeddings)),
                 (tf.equal(tf.shape(label)[0], batch),
-                 "observe: input `label` must be [batch] like `embeddings`; got shape",
-                 tf.shape(label), "embeddings shape", tf.shape(embeddings))]
+                 f"{fn}: input `label` must be [batch] like `embeddings`; got shape",
+                 tf.shape(label), "embeddings shape", tf.shape(embeddings))] + (
+                self._index_shape_checks(fn, embeddings, *pool_index) if pool_index else [])
 
         def values():
             pool = tf.shape(embeddings)[1]
             return self._value_checks(fn, labels, labeled) + [
                 (tf.reduce_all(tf.logical_and(index >= 0, index < pool)),
-                 "observe: input `index` must lie in 0..pool-1; got", index,
+                 f"{fn}: input `index` must lie in 0..pool-1; got", index,
                  "pool size", pool),
                 (tf.reduce_all(self._label_ok(label)),
-                 f"observe: input `label` must be {self._label_expectation()}; got", label)]
+                 f"{fn}: input `label` must be {self._label_expectation()}; got", label),
+            ] + (self._index_value_checks(fn, embeddings, *pool_index) if pool_index else [])
 
         def not_labeled():
             already = tf.gather(labeled, index, batch_dims=1)
-            return [(tf.reduce_all(tf.equal(already, 0)),
-                     "observe: input `index` names an item that is already labelled "
-                     "(labeled == 1); index", index, "labeled there", already)]
+            checks = [(tf.reduce_all(tf.equal(already, 0)),
+                       f"{fn}: input `index` names an item that is already labelled "
+                       "(labeled == 1); index", index, "labeled there", already)]
+            if pool_index:
+                unlabeled = tf.reduce_sum(tf.cast(tf.equal(labeled, 0), tf.int32), -1)
+                checks.append((tf.reduce_all(unlabeled >= 2),
+                               f"{fn}: every episode must keep an unlabelled item after this "
+                               "label, for the next pick (use `observe` for the last item "
+                               "of a pool); unlabelled items per episode:", unlabeled))
+            return checks
 
-        embeddings, state, labels, labeled, index, label = _validated([
+        *inputs, index, label = _validated([
             lambda: self._episode_ranks(fn, *episode) + self._rank_checks(
-                fn, [("index", index, 1, "[batch]"), ("label", label, 1, "[batch]")]),
+                fn, [("index", index, 1, "[batch]"), ("label", label, 1, "[batch]")] + [
+                    (name, t, 3, "[batch, pool, n]")
+                    for name, t in zip(("top", "bottom", "log_normalisers"), pool_index)]),
             shapes, values, not_labeled,
-        ], [embeddings, state, labels, labeled, index, label])
-        embeddings, state, labels, labeled = self._episode_shapes(
-            embeddings, state, labels, labeled)
-        index, label = _static(index, [None]), _static(label, [None])
-        return steps.observe(self.model, embeddings, state, labels, labeled, index, label)
+        ], [embeddings, state, labels, labeled, *pool_index, index, label])
+        episode = self._episode_shapes(*inputs[:4])
+        pool_index = tuple(_static(t, [None, None, None]) for t in inputs[4:])
+        return (*episode, _static(index, [None]), _static(label, [None]), *pool_index)
+
+    def _observe_select(self, embeddings, state, labels, labeled, index, label, top, bottom,
+                        log_normalisers):
+        # The checks run as plain graph ops; the model's step is one XLA
+        # cluster (compiled once per pool and batch size).
+        return self._holder.observe_select(*self._observed_inputs(
+            "observe_select", embeddings, state, labels, labeled, index, label,
+            pool_index=(top, bottom, log_normalisers)))
 
     def _predict(self, embeddings, state, labels, labeled, queries):
         fn = "predict"
