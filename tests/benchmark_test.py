@@ -193,6 +193,17 @@ def test_flags_make_the_command_configs():
     assert [s.rating_oracle for s in full.scenarios if s.task == "movielens"] == [
         common.FLAGS["rating_oracle"].default, "exact"]
     assert full.serving_pools == (25, 100, 1000) and full.serving_batches == (1, 64)
+    # Each Omniglot row trains as its paper-scale flagfile does: the 20-way
+    # one slow-predicts after the last label only, the others after each.
+    configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "trainers", "configs")
+    for scenario in full.scenarios:
+        if scenario.task == "omniglot":
+            name = (f"omniglot_full_{scenario.ways}way.cfg" if scenario.ways == 20
+                    else f"omniglot_full_{scenario.ways}way_1shot.cfg")
+            with open(os.path.join(configs, name)) as f:
+                flags_there = [line.strip() for line in f]
+            assert scenario.slow_every_step == ("--noslow_every_step" not in flags_there), name
 
 
 if __name__ == "__main__":

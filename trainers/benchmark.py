@@ -82,6 +82,9 @@ class Scenario:
     labels: int
     ways: int = 0        # Omniglot: classes per episode
     rating_oracle: str = "closed_form"   # MovieLens: the imitation oracle's method
+    # Held-out predictions after every label (the anytime reward) or after
+    # the last only, as the scenario's flagfile trains.
+    slow_every_step: bool = True
 
     def __post_init__(self):
         if self.task not in ("omniglot", "movielens"):
@@ -96,7 +99,9 @@ class Scenario:
 SCENARIOS = (
     Scenario("omniglot_5way_1shot", "omniglot", pool=25, queries=5, labels=5, ways=5),
     Scenario("omniglot_10way_1shot", "omniglot", pool=50, queries=10, labels=10, ways=10),
-    Scenario("omniglot_20way_30labels", "omniglot", pool=100, queries=20, labels=30, ways=20),
+    # trainers/configs/omniglot_full_20way.cfg: --noslow_every_step.
+    Scenario("omniglot_20way_30labels", "omniglot", pool=100, queries=20, labels=30, ways=20,
+             slow_every_step=False),
     Scenario("movielens", "movielens", pool=50, queries=10, labels=10),
     Scenario("movielens_exact_oracle", "movielens", pool=50, queries=10, labels=10,
              rating_oracle="exact"),
@@ -218,14 +223,15 @@ def synthetic_user_ratings(num_users, num_items, ratings_per_user, seed=0):
         counts=np.full([num_users], ratings_per_user, np.int32))
 
 
-def train_config(labels, seed=0, jit_compile=True, rating_oracle="closed_form"):
+def train_config(labels, seed=0, jit_compile=True, rating_oracle="closed_form",
+                 slow_every_step=True):
     """The trainers' flag defaults (trainers/common.py) for a label budget."""
     return TrainConfig(jit_compile=jit_compile, num_steps=labels, rating_oracle=rating_oracle,
                        learning_rate=1e-3, clip_norm=5.0, gae_gamma=1.0,
                        gae_lambda=0.95, entropy_weight=0.01, value_weight=0.5,
                        imitation_weight=1.0, imitation_final_weight=0.1,
-                       imitation_anneal_steps=1000, slow_every_step=True, policy="learned",
-                       seed=seed)
+                       imitation_anneal_steps=1000, slow_every_step=slow_every_step,
+                       policy="learned", seed=seed)
 
 
 def build_scenario(scenario, cfg):
@@ -283,9 +289,10 @@ def bench_training(scenario, cfg):
     """Throughput of the train step and of its encoder-only floor."""
     model, sampler = build_scenario(scenario, cfg)
     trainer = Trainer(model, train_config(scenario.labels, cfg.seed, cfg.jit_compile,
-                                          scenario.rating_oracle))
+                                          scenario.rating_oracle, scenario.slow_every_step))
     # Timing only: both trainers update the same weights, which is harmless.
-    plain = (Trainer(model, train_config(scenario.labels, cfg.seed, jit_compile=False))
+    plain = (Trainer(model, train_config(scenario.labels, cfg.seed, jit_compile=False,
+                                         slow_every_step=scenario.slow_every_step))
              if cfg.jit_compile and scenario.name in cfg.no_xla_scenarios else None)
     batches = [sampler.sample(cfg.batch_size) for _ in range(cfg.train_batches)]
     floor_step = make_floor_step(model)
@@ -371,7 +378,8 @@ def bench_eager(scenario, cfg):
     model, sampler = build_scenario(scenario, cfg)
     # Eager means nothing compiled: the XLA head would not apply.
     trainer = Trainer(model, train_config(scenario.labels, cfg.seed, jit_compile=False,
-                                          rating_oracle=scenario.rating_oracle))
+                                          rating_oracle=scenario.rating_oracle,
+                                          slow_every_step=scenario.slow_every_step))
     batches = [sampler.sample(cfg.batch_size) for _ in range(cfg.train_batches)]
     previous = tf.config.functions_run_eagerly()
     tf.config.run_functions_eagerly(True)
