@@ -43,8 +43,8 @@ class Backend:
     # process (XLA-compiled context encoder); not through TF Serving, which
     # compiles XLA only behind a flag (export/serving.py).
     compiled_begin = False
-    # Whether `call("observe_select", ...)` runs here: scalable models in
-    # process, like `begin_compiled` (an XLA-compiled step).
+    # Whether `call("observe_select", ...)` runs here (scalable models whose
+    # export has it; in memory always): a label and the next pick in one call.
     fused_observe_select = False
 
     def _read_metadata(self, meta):
@@ -149,7 +149,6 @@ class ModelBackend(Backend):
         self._fingerprint = model_fingerprint(model)
         self._read_metadata(steps.scalars(self.call("metadata", {"dummy": 0})))
         self.compiled_begin = self.fused_observe_select = self.scalable
-        self._observe_select = steps.compiled_observe_select(model) if self.scalable else None
 
     def _model_items(self, items):
         """[B, N, ...] client items -> what the model's encoder takes."""
@@ -193,11 +192,11 @@ class ModelBackend(Backend):
                 out = steps.observe(m, *episode, tf.constant(inputs["index"], tf.int32),
                                     tf.constant(inputs["label"], m.label_dtype))
             elif name == "observe_select":
-                out = self._observe_select(
-                    *episode, tf.constant(inputs["index"], tf.int32),
+                out = steps.observe_select(
+                    m, *episode, tf.constant(inputs["index"], tf.int32),
                     tf.constant(inputs["label"], m.label_dtype),
-                    *(tf.convert_to_tensor(inputs[key])
-                      for key in ("top", "bottom", "log_normalisers")))
+                    steps.wire_index(*(tf.convert_to_tensor(inputs[key])
+                                       for key in ("top", "bottom", "log_normalisers"))))
             elif name == "predict":
                 out = steps.predict(m, *episode, self._model_items(inputs["queries"]))
             else:

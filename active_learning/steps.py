@@ -25,6 +25,7 @@ O(P x labelled):
   observe_select(model, ..., index, label, pool_index)
                                                      -> observe's outputs, then the
                                                         next pick's probabilities, index
+                                                        (one call per label)
   begin(model, items, compiled=True)                 -> as begin, the context
                                                         encoder XLA-compiled
 
@@ -196,27 +197,22 @@ def observe(model, embeddings, state, labels, labeled, index, label):
 def observe_select(model, embeddings, state, labels, labeled, index, label, pool_index):
     """`observe`, then the next single pick (`select` with k = 1) on the new state.
 
-    The stepwise loop's per-label work in one call, so that a caller can run
-    it as one XLA-compiled function (the `observe_select` signature of
-    scalable models): at a pool of 100 items the two plain calls cost more in
-    per-op dispatch than in arithmetic (docs/performance.md). Returns
-    observe's {state, labels, labeled} and select's {probabilities, index}
-    for the episode after the label; every episode must keep an unlabelled
-    item (the callers check).
+    The stepwise loop's per-label work in one call (the `observe_select`
+    signature of scalable models): one request and one set of input checks
+    per label instead of two (docs/performance.md). Returns observe's
+    {state, labels, labeled} and select's {probabilities, index} for the
+    episode after the label; every episode must keep an unlabelled item (the
+    callers check).
+
+    Not XLA-compiled: the scalable features gather the labelled items, a
+    list whose length is a value of the input, so XLA recompiles at every
+    new label count (1.4-2 s a call at a pool of 100, measured).
     """
     observed = observe(model, embeddings, state, labels, labeled, index, label)
     _, probabilities, pick = _first_pick(model, embeddings, observed["state"],
                                          observed["labels"],
                                          tf.equal(observed["labeled"], 1), pool_index)
     return dict(observed, probabilities=probabilities, index=pick)
-
-
-def compiled_observe_select(model):
-    """`observe_select` for `model` as one XLA-compiled function (traced per shape)."""
-    def step(embeddings, state, labels, labeled, index, label, top, bottom, log_normalisers):
-        return observe_select(model, embeddings, state, labels, labeled, index, label,
-                              wire_index(top, bottom, log_normalisers))
-    return tf.function(step, jit_compile=True, autograph=False)
 
 
 def predict(model, embeddings, state, labels, labeled, queries):

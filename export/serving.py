@@ -29,18 +29,16 @@ large pool builds it once instead and sends it back with each select:
   observe_select(embeddings, state, labels, labeled, index, label, top,
                  bottom, log_normalisers)         -> observe's outputs, then
                                                      probabilities, index: the
-                                                     next pick (k = 1), one
-                                                     XLA-compiled call
+                                                     next pick (k = 1), in one
+                                                     call per label
 
-`begin_compiled` and `observe_select` are for in-process clients
-(`ActiveSession` on a SavedModel uses the first for pools of
-`session.COMPILED_BEGIN_MIN_POOL` items or more, the second for every label
-it is taught while an item is left to ask): the BiLSTM's one step per pool
-item runs about nine times faster under XLA, and a label plus the next pick
-cost one compiled call instead of two graphs of small ops. TF Serving
-compiles XLA only with `--xla_cpu_compilation_enabled` and otherwise answers
-these signatures with an error; its other signatures never call them. Their
-outputs equal the plain steps' up to float rounding (docs/performance.md).
+`begin_compiled` is for in-process clients (`ActiveSession` on a SavedModel
+uses it for pools of `session.COMPILED_BEGIN_MIN_POOL` items or more): the
+BiLSTM's one step per pool item runs about nine times faster under XLA, but
+TF Serving compiles XLA only with `--xla_cpu_compilation_enabled` and
+otherwise answers this signature with an error; its other signatures never
+call it. Its embeddings equal `begin`'s up to float rounding, which the
+recurrence carries along the pool (docs/performance.md).
 
 `labeled` is an int32 0/1 mask rather than a bool tensor: plain numbers are
 what every JSON client writes without thinking. `labels` are int32 classes
@@ -230,8 +228,6 @@ class ServingModule(tf.Module):
         # otherwise trace every attached function a second time (a few
         # seconds per export).
         self._scalable = config.selector_features == "scalable"
-        # Untracked like the functions below (see there).
-        self._holder.observe_select = steps.compiled_observe_select(model)
         self._functions = types.SimpleNamespace(
             begin=function(self._begin, spec(item_dtype)),
             begin_compiled=function(self._begin_compiled, spec(item_dtype)),
@@ -276,8 +272,8 @@ class ServingModule(tf.Module):
 
     def observe_select(self, embeddings, state, labels, labeled, index, label, top, bottom,
                        log_normalisers):
-        """Scalable models: `observe`, then `select_indexed` with k = 1, as one
-        XLA-compiled call -> {state, labels, labeled, probabilities, index}."""
+        """Scalable models: `observe`, then `select_indexed` with k = 1, in one
+        call -> {state, labels, labeled, probabilities, index}."""
         self._require_scalable("observe_select")
         return self._functions.observe_select(embeddings, state, labels, labeled, index,
                                               label, top, bottom, log_normalisers)
@@ -691,11 +687,11 @@ class ServingModule(tf.Module):
 
     def _observe_select(self, embeddings, state, labels, labeled, index, label, top, bottom,
                         log_normalisers):
-        # The checks run as plain graph ops; the model's step is one XLA
-        # cluster (compiled once per pool and batch size).
-        return self._holder.observe_select(*self._observed_inputs(
+        *inputs, top, bottom, log_normalisers = self._observed_inputs(
             "observe_select", embeddings, state, labels, labeled, index, label,
-            pool_index=(top, bottom, log_normalisers)))
+            pool_index=(top, bottom, log_normalisers))
+        return steps.observe_select(self.model, *inputs,
+                                    steps.wire_index(top, bottom, log_normalisers))
 
     def _predict(self, embeddings, state, labels, labeled, queries):
         fn = "predict"

@@ -238,6 +238,6 @@ def test_large_pool_cells_report_every_number_and_their_targets():
     assert len(lines) == 2 + 2 + 1 and "pool exponent" in lines[-1]
     with pytest.raises(ValueError, match="BATCHxPOOL"):
         benchmark_scale.parse_cells(["100"])
-    with pytest.raises(ValueError, match="pool > 10"):
+    with pytest.raises(ValueError, match="pool > 12"):
         benchmark_scale.parse_cells(["1x5"])
     assert benchmark_scale.parse_cells(["1x100000", "64X1000"]) == ((1, 100000), (64, 1000))

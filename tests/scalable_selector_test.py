@@ -291,8 +291,7 @@ class ModelTest(tf.test.TestCase, parameterized.TestCase):
             with self.assertRaisesRegex(tf.errors.InvalidArgumentError, message):
                 module.select_indexed(*episode, **{**index, name: bad})
         # `observe_select`: `observe`, then `select` with k = 1 on the new
-        # state, as one XLA call; the plain steps' answers up to float
-        # rounding (measured 4.9e-7 on the state at pool 100), the same pick.
+        # state, in one call: the two steps' answers, the same pick.
         with self.assertRaisesRegex(ValueError, "selector_features='scalable'"):
             ServingModule(exact).observe_select(*episode[:4], [1] * fakes.B, [0] * fakes.B,
                                                 *index.values())
