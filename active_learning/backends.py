@@ -25,7 +25,7 @@ import tensorflow as tf
 from active_learning import steps
 from active_learning.config import MAX_MEAN_PIXEL, PIXEL_CONTRACT
 from active_learning.fingerprint import model_fingerprint
-from active_learning.rest_client import RestClient
+from active_learning.rest_client import RestClient, ServingError
 
 SIGNATURES = ("begin", "select", "observe", "predict", "metadata")
 
@@ -44,7 +44,8 @@ class Backend:
     # compiles XLA only behind a flag (export/serving.py).
     compiled_begin = False
     # Whether `call("observe_select", ...)` runs here (scalable models whose
-    # export has it; in memory always): a label and the next pick in one call.
+    # export or server has it; in memory always): a label and the next pick
+    # in one call.
     fused_observe_select = False
 
     def _read_metadata(self, meta):
@@ -267,6 +268,18 @@ class RestBackend(Backend):
         self.description = f"TF Serving {url}"
         self._prefix = prefix
         self._read_metadata(self.client.metadata(prefix))
+        # One request per label where the served export has `observe_select`
+        # (scalable models exported since it exists), per TF Serving's own
+        # metadata; anything else keeps `observe` + `select_indexed`.
+        self.fused_observe_select = self.scalable and self._serves(prefix + "observe_select")
+
+    def _serves(self, signature):
+        try:
+            meta = self.client.model_metadata()
+        except ServingError:
+            return False
+        defs = (meta.get("metadata") or {}).get("signature_def") or {}
+        return signature in (defs.get("signature_def") or {})
 
     def call(self, name, inputs):
         single = {"predict": "probabilities" if self.task == "classification" else "ratings"}

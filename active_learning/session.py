@@ -18,8 +18,9 @@ process (in memory or a SavedModel) begins pools of
 `COMPILED_BEGIN_MIN_POOL` items or more with `begin_compiled`, the context
 encoder XLA-compiled, nine times faster over 100,000 items; its embeddings
 equal `begin`'s (what TF Serving runs) up to float rounding. Such models'
-sessions in process also `teach` with `observe_select`, the label and the
-next pick in one call (the same steps, so the same answers).
+sessions (in process, or over REST where the served export has it) also
+`teach` with `observe_select`, the label and the next pick in one call (the
+same steps, so the same answers).
 
 Pool items: images `[P, H, W, C]` in [0, 1] for classification, with the
 channels the model was trained on (Omniglot models: `[P, 28, 28(, 1)]`, ink
@@ -333,8 +334,8 @@ class ActiveSession:
             inputs = dict(self._episode(), index=np.array([index], np.int32),
                           label=np.array([label], self._label_dtype))
             # The last label and the next pick in one call where the backend
-            # has it (in process, scalable models): one request and one set
-            # of input checks per label (docs/performance.md).
+            # has it (scalable models): one request and one set of input
+            # checks per label (docs/performance.md).
             fused = (self._backend.scalable and self._backend.fused_observe_select
                      and position == len(indices) - 1
                      and int((self._labeled == 0).sum()) >= 2)

@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import threading
+from unittest import mock
 
 from absl.testing import parameterized
 import keras
@@ -25,6 +26,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from active_learning.backends import RestBackend
 from active_learning.config import ModelConfig
 from active_learning.model import ActiveMatchingNetwork
 from active_learning.session import ActiveSession
@@ -43,6 +45,7 @@ class FakeServing:
 
     def __init__(self, loaded, name="active_learner", lifetime_s=120.0):
         self.requests = 0
+        self.signatures = []  # the signature of each :predict request, in order
         serving = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -61,6 +64,11 @@ class FakeServing:
                 if self.path.rstrip("/") == f"/v1/models/{name}":
                     self.reply(200, {"model_version_status": [
                         {"version": "1", "state": "AVAILABLE"}]})
+                elif self.path.rstrip("/") == f"/v1/models/{name}/metadata":
+                    # TF Serving's model metadata: the signature definitions.
+                    self.reply(200, {"model_spec": {"name": name, "version": "1"},
+                                     "metadata": {"signature_def": {"signature_def": {
+                                         key: {} for key in loaded.signatures}}}})
                 else:
                     self.reply(404, {"error": f"no such path {self.path}"})
 
@@ -70,6 +78,7 @@ class FakeServing:
                     return self.reply(404, {"error": f"no such path {self.path}"})
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 signature = body.get("signature_name", "serving_default")
+                serving.signatures.append(signature)
                 inputs = body.get("inputs")
                 if signature not in loaded.signatures:
                     return self.reply(400, {"error": f"no signature {signature}"})
@@ -208,6 +217,43 @@ class ActiveSessionTest(tf.test.TestCase, parameterized.TestCase):
         before = Shared.servers["regression"].requests
         run_session("regression", "rest", steps=1)
         self.assertGreater(Shared.servers["regression"].requests, before)
+
+    def test_rest_sessions_of_scalable_models_send_one_request_per_label(self):
+        # Where the served export has `observe_select` (TF Serving's metadata
+        # says so), each label is one request that also answers the next
+        # query; the picks and predictions are the in-memory session's.
+        import dataclasses  # noqa: PLC0415
+        keras.utils.set_random_seed(2)
+        model = ActiveMatchingNetwork(dataclasses.replace(
+            ModelConfig(embed_dim=16, units=16, max_classes=5),
+            selector_features="scalable", selector_neighbours=4))
+        loaded = tf.saved_model.load(export_lib.export_saved_model(
+            model, os.path.join(self.tmp, "scalable")))
+        server = FakeServing(loaded)
+        try:
+            pool, truth = Shared.pools["classification"], Shared.truth["classification"]
+            sessions = [ActiveSession(model, pool, seed=3), ActiveSession(server.url, pool, seed=3)]
+            self.assertTrue(sessions[1]._backend.fused_observe_select)
+            for _ in range(STEPS):
+                picks = [s.query() for s in sessions]
+                self.assertAllEqual(picks[1], picks[0])
+                for s in sessions:
+                    s.teach(picks[0], truth[picks[0]])
+            self.assertAllClose(sessions[1].predict(Shared.queries["classification"]),
+                                sessions[0].predict(Shared.queries["classification"]),
+                                atol=TOL, rtol=0)
+            asked = [name for name in server.signatures if name != "metadata"]
+            self.assertEqual(asked[:3 + STEPS], ["begin", "selection_index", "select_indexed"]
+                             + ["observe_select"] * STEPS)
+            # An export without the signature, or a server whose metadata
+            # cannot be read: two requests a label, as before.
+            backend = RestBackend(server.url)
+            self.assertFalse(backend._serves("no_such_signature"))
+            with mock.patch.object(client_lib.RestClient, "model_metadata",
+                                   side_effect=client_lib.ServingError("not found", 404)):
+                self.assertFalse(RestBackend(server.url).fused_observe_select)
+        finally:
+            server.close()
 
     def test_in_memory_dense_indices_match_movie_ids(self):
         _, expected = run_session("regression", "memory")
