@@ -43,9 +43,9 @@ class Backend:
     # process (XLA-compiled context encoder); not through TF Serving, which
     # compiles XLA only behind a flag (export/serving.py).
     compiled_begin = False
-    # Whether `call("observe_select", ...)` runs here (scalable models whose
-    # export or server has it; in memory always): a label and the next pick
-    # in one call.
+    # Whether `call("observe_select", ...)` runs here (exports and servers
+    # since it exists; in memory always): a label and the next pick in one
+    # call.
     fused_observe_select = False
 
     def _read_metadata(self, meta):
@@ -149,7 +149,8 @@ class ModelBackend(Backend):
         self._num_items = c.num_items
         self._fingerprint = model_fingerprint(model)
         self._read_metadata(steps.scalars(self.call("metadata", {"dummy": 0})))
-        self.compiled_begin = self.fused_observe_select = self.scalable
+        self.compiled_begin = self.scalable
+        self.fused_observe_select = True
 
     def _model_items(self, items):
         """[B, N, ...] client items -> what the model's encoder takes."""
@@ -193,11 +194,13 @@ class ModelBackend(Backend):
                 out = steps.observe(m, *episode, tf.constant(inputs["index"], tf.int32),
                                     tf.constant(inputs["label"], m.label_dtype))
             elif name == "observe_select":
+                index = None
+                if "top" in inputs:
+                    index = steps.wire_index(*(tf.convert_to_tensor(inputs[key]) for key in
+                                               ("top", "bottom", "log_normalisers")))
                 out = steps.observe_select(
                     m, *episode, tf.constant(inputs["index"], tf.int32),
-                    tf.constant(inputs["label"], m.label_dtype),
-                    steps.wire_index(*(tf.convert_to_tensor(inputs[key])
-                                       for key in ("top", "bottom", "log_normalisers"))))
+                    tf.constant(inputs["label"], m.label_dtype), index)
             elif name == "predict":
                 out = steps.predict(m, *episode, self._model_items(inputs["queries"]))
             else:
@@ -269,9 +272,9 @@ class RestBackend(Backend):
         self._prefix = prefix
         self._read_metadata(self.client.metadata(prefix))
         # One request per label where the served export has `observe_select`
-        # (scalable models exported since it exists), per TF Serving's own
-        # metadata; anything else keeps `observe` + `select_indexed`.
-        self.fused_observe_select = self.scalable and self._serves(prefix + "observe_select")
+        # (exports since it exists), per TF Serving's own metadata; anything
+        # else keeps `observe` + `select`.
+        self.fused_observe_select = self._serves(prefix + "observe_select")
 
     def _serves(self, signature):
         try:

@@ -17,10 +17,12 @@ answers whichever it uses. One exception: a scalable-selector model run in
 process (in memory or a SavedModel) begins pools of
 `COMPILED_BEGIN_MIN_POOL` items or more with `begin_compiled`, the context
 encoder XLA-compiled, nine times faster over 100,000 items; its embeddings
-equal `begin`'s (what TF Serving runs) up to float rounding. Such models'
-sessions (in process, or over REST where the served export has it) also
-`teach` with `observe_select`, the label and the next pick in one call (the
-same steps, so the same answers).
+equal `begin`'s (what TF Serving runs) up to float rounding.
+
+`teach` sends its last label with `observe_select` where the model has it
+(in memory always; exports since it exists, and TF Serving when its model
+metadata lists it): the label and the next pick in one call, the same steps
+as `observe` then `select`, so the same answers.
 
 Pool items: images `[P, H, W, C]` in [0, 1] for classification, with the
 channels the model was trained on (Omniglot models: `[P, 28, 28(, 1)]`, ink
@@ -334,13 +336,13 @@ class ActiveSession:
             inputs = dict(self._episode(), index=np.array([index], np.int32),
                           label=np.array([label], self._label_dtype))
             # The last label and the next pick in one call where the backend
-            # has it (scalable models): one request and one set of input
-            # checks per label (docs/performance.md).
-            fused = (self._backend.scalable and self._backend.fused_observe_select
-                     and position == len(indices) - 1
+            # has it: one request and one set of input checks per label
+            # (docs/performance.md).
+            fused = (self._backend.fused_observe_select and position == len(indices) - 1
                      and int((self._labeled == 0).sum()) >= 2)
-            out = self._backend.call("observe_select" if fused else "observe",
-                                     dict(inputs, **self._pool_index()) if fused else inputs)
+            if fused and self._backend.scalable:
+                inputs.update(self._pool_index())
+            out = self._backend.call("observe_select" if fused else "observe", inputs)
             self._state = np.asarray(out["state"][0], np.float32)
             self._labels = np.asarray(out["labels"][0], self._label_dtype)
             self._labeled = np.asarray(out["labeled"][0], np.int32)

@@ -12,6 +12,10 @@ an int32 0/1 mask.
                                                      -> probabilities, index, top_k
   observe(model, embeddings, state, labels, labeled, index, label)
                                                      -> state, labels, labeled
+  observe_select(model, ..., index, label[, pool_index])
+                                                     -> observe's outputs, then the
+                                                        next pick's probabilities,
+                                                        index (one call per label)
   predict(model, embeddings, state, labels, labeled, queries)
                                                      -> probabilities | ratings
   metadata(model, fingerprint, ...)                  -> task, sizes, configs, ...
@@ -22,10 +26,6 @@ O(P x labelled):
 
   selection_index(model, embeddings)                 -> top, bottom, log_normalisers
   select(model, ..., k, pool_index=wire_index(top, bottom, log_normalisers))
-  observe_select(model, ..., index, label, pool_index)
-                                                     -> observe's outputs, then the
-                                                        next pick's probabilities, index
-                                                        (one call per label)
   begin(model, items, compiled=True)                 -> as begin, the context
                                                         encoder XLA-compiled
 
@@ -194,12 +194,12 @@ def observe(model, embeddings, state, labels, labeled, index, label):
     return {"state": state, "labels": labels, "labeled": tf.cast(mask, tf.int32)}
 
 
-def observe_select(model, embeddings, state, labels, labeled, index, label, pool_index):
+def observe_select(model, embeddings, state, labels, labeled, index, label, pool_index=None):
     """`observe`, then the next single pick (`select` with k = 1) on the new state.
 
     The stepwise loop's per-label work in one call (the `observe_select`
-    signature of scalable models): one request and one set of input checks
-    per label instead of two (docs/performance.md). Returns observe's
+    signature): one request and one set of input checks per label instead
+    of two (docs/performance.md). `pool_index`: as for `select`. Returns observe's
     {state, labels, labeled} and select's {probabilities, index} for the
     episode after the label; every episode must keep an unlabelled item (the
     callers check).

@@ -11,6 +11,11 @@ outputs are flat, named, JSON-friendly tensors with a leading batch dimension
                                                   (k items chosen jointly)
   observe(embeddings, state, labels, labeled, index, label)
                                                   -> state, labels, labeled
+  observe_select(embeddings, state, labels, labeled, index, label)
+                                                  -> observe's outputs, then
+                                                     probabilities, index of
+                                                     the next pick (k = 1): one
+                                                     call per label
   predict(embeddings, state, labels, labeled, queries)
                                                   -> probabilities | ratings
   metadata(dummy)                                 -> task, sizes, configs,
@@ -26,11 +31,9 @@ large pool builds it once instead and sends it back with each select:
                  log_normalisers)                 -> as select, O(P x labelled)
   begin_compiled(support)                         -> as begin, the context
                                                      encoder XLA-compiled
-  observe_select(embeddings, state, labels, labeled, index, label, top,
-                 bottom, log_normalisers)         -> observe's outputs, then
-                                                     probabilities, index: the
-                                                     next pick (k = 1), in one
-                                                     call per label
+  observe_select(..., label, top, bottom, log_normalisers)
+                                                  -> as observe_select, with
+                                                     the index as select_indexed
 
 `begin_compiled` is for in-process clients (`ActiveSession` on a SavedModel
 uses it for pools of `session.COMPILED_BEGIN_MIN_POOL` items or more): the
@@ -73,9 +76,11 @@ from active_learning.backends import SIGNATURES
 from active_learning.config import MAX_MEAN_PIXEL, PIXEL_CONTRACT
 from active_learning.fingerprint import model_fingerprint
 
+# Signatures of every export beyond the contract's core (`SIGNATURES`):
+# exports from before them lack them, so clients check for them.
+EXTRA_SIGNATURES = ("observe_select",)
 # The extra signatures of a model with `selector_features="scalable"`.
-SCALABLE_SIGNATURES = ("selection_index", "select_indexed", "begin_compiled",
-                       "observe_select")
+SCALABLE_SIGNATURES = ("selection_index", "select_indexed", "begin_compiled")
 
 # How many entries of an offending tensor an assertion message prints.
 _SUMMARIZE = 16
@@ -238,9 +243,13 @@ class ServingModule(tf.Module):
                                     spec(tf.float32)),
             observe=function(self._observe, emb, state, labels, labeled, spec(tf.int32),
                              spec(label_dtype)),
-            observe_select=function(self._observe_select, emb, state, labels, labeled,
-                                    spec(tf.int32), spec(label_dtype), spec(tf.int32),
-                                    spec(tf.int32), spec(tf.float32)),
+            # A scalable model's also takes the episode's selection index.
+            observe_select=(
+                function(self._observe_select_indexed, emb, state, labels, labeled,
+                         spec(tf.int32), spec(label_dtype), spec(tf.int32), spec(tf.int32),
+                         spec(tf.float32)) if self._scalable else
+                function(self._observe_select, emb, state, labels, labeled, spec(tf.int32),
+                         spec(label_dtype))),
             predict=function(self._predict, emb, state, labels, labeled, spec(item_dtype)),
             metadata=function(self._metadata, spec(tf.int32)),
         )
@@ -270,13 +279,16 @@ class ServingModule(tf.Module):
         return self._functions.select_indexed(embeddings, state, labels, labeled, k, top,
                                               bottom, log_normalisers)
 
-    def observe_select(self, embeddings, state, labels, labeled, index, label, top, bottom,
-                       log_normalisers):
-        """Scalable models: `observe`, then `select_indexed` with k = 1, in one
-        call -> {state, labels, labeled, probabilities, index}."""
-        self._require_scalable("observe_select")
+    def observe_select(self, embeddings, state, labels, labeled, index, label, *pool_index):
+        """`observe`, then `select` with k = 1 on the new state, in one call
+        -> {state, labels, labeled, probabilities, index}. Scalable models
+        also take the episode's `top`, `bottom`, `log_normalisers`
+        (`selection_index`), as `select_indexed` does."""
+        if len(pool_index) != (3 if self._scalable else 0):
+            raise ValueError("observe_select takes the selection index (top, bottom, "
+                             "log_normalisers) for a scalable model, and only then")
         return self._functions.observe_select(embeddings, state, labels, labeled, index,
-                                              label, top, bottom, log_normalisers)
+                                              label, *pool_index)
 
     def _require_scalable(self, name):
         if not self._scalable:
@@ -307,7 +319,7 @@ class ServingModule(tf.Module):
         Also tracks the variables those functions capture, so that saving
         this module saves exactly them.
         """
-        names = SIGNATURES + (SCALABLE_SIGNATURES if self._scalable else ())
+        names = SIGNATURES + EXTRA_SIGNATURES + (SCALABLE_SIGNATURES if self._scalable else ())
         functions = {name: getattr(self._functions, name).get_concrete_function()
                      for name in names}
         captured, seen = [], set()
@@ -634,10 +646,10 @@ class ServingModule(tf.Module):
             "observe", embeddings, state, labels, labeled, index, label))
 
     def _observed_inputs(self, fn, embeddings, state, labels, labeled, index, label,
-                         pool_index=()):
+                         pool_index=(), next_pick=False):
         """`observe`'s inputs (and `observe_select`'s selection index) validated,
-        with their static shapes. `pool_index` given: the episode must also keep
-        an unlabelled item after the label, for the next pick."""
+        with their static shapes. `next_pick`: the episode must also keep an
+        unlabelled item after the label."""
         episode = (embeddings, state, labels, labeled)
 
         def shapes():
@@ -666,7 +678,7 @@ class ServingModule(tf.Module):
             checks = [(tf.reduce_all(tf.equal(already, 0)),
                        f"{fn}: input `index` names an item that is already labelled "
                        "(labeled == 1); index", index, "labeled there", already)]
-            if pool_index:
+            if next_pick:
                 unlabeled = tf.reduce_sum(tf.cast(tf.equal(labeled, 0), tf.int32), -1)
                 checks.append((tf.reduce_all(unlabeled >= 2),
                                f"{fn}: every episode must keep an unlabelled item after this "
@@ -685,13 +697,17 @@ class ServingModule(tf.Module):
         pool_index = tuple(_static(t, [None, None, None]) for t in inputs[4:])
         return (*episode, _static(index, [None]), _static(label, [None]), *pool_index)
 
-    def _observe_select(self, embeddings, state, labels, labeled, index, label, top, bottom,
-                        log_normalisers):
-        *inputs, top, bottom, log_normalisers = self._observed_inputs(
-            "observe_select", embeddings, state, labels, labeled, index, label,
-            pool_index=(top, bottom, log_normalisers))
-        return steps.observe_select(self.model, *inputs,
-                                    steps.wire_index(top, bottom, log_normalisers))
+    def _observe_select(self, embeddings, state, labels, labeled, index, label,
+                        pool_index=()):
+        inputs = self._observed_inputs("observe_select", embeddings, state, labels, labeled,
+                                       index, label, pool_index=pool_index, next_pick=True)
+        return steps.observe_select(self.model, *inputs[:6],
+                                    steps.wire_index(*inputs[6:]) if pool_index else None)
+
+    def _observe_select_indexed(self, embeddings, state, labels, labeled, index, label, top,
+                                bottom, log_normalisers):
+        return self._observe_select(embeddings, state, labels, labeled, index, label,
+                                    pool_index=(top, bottom, log_normalisers))
 
     def _predict(self, embeddings, state, labels, labeled, queries):
         fn = "predict"

@@ -359,8 +359,8 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
     @parameterized.parameters("classification", "regression")
     def test_only_core_ops(self, task):
         signatures = self.loaded[task].signatures
-        self.assertEqual(set(signatures), {"begin", "select", "observe", "predict",
-                                           "metadata"})
+        self.assertEqual(set(signatures), {"begin", "select", "observe", "observe_select",
+                                           "predict", "metadata"})
         for name, function in signatures.items():
             types = graph_op_types(function)
             self.assertEmpty(types & FORBIDDEN_OPS, f"{task}/{name}: {types & FORBIDDEN_OPS}")
@@ -417,6 +417,44 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
                                     else "ratings"].numpy()
         result.update(state=state.numpy(), labels=labels.numpy(), labeled=labeled.numpy())
         return result
+
+    @parameterized.parameters("classification", "regression")
+    def test_observe_select_is_observe_then_select(self, task):
+        # One call per label: the same state, labels and mask as `observe`,
+        # and the same next pick and distribution as `select` after it.
+        sigs = self.loaded[task].signatures
+        support, _, truth = self.episodes[task]
+        begun = sigs["begin"](support=tf.constant(support))
+        embeddings, state = begun["embeddings"], begun["state"]
+        labels = tf.constant(np.full(truth.shape, -1, np.int32) if task == "classification"
+                             else np.zeros(truth.shape, np.float32))
+        labeled = tf.zeros(truth.shape, tf.int32)
+        index = sigs["select"](embeddings=embeddings, state=state, labels=labels,
+                               labeled=labeled, k=tf.constant(1))["index"]
+        for _ in range(STEPS):
+            episode = dict(embeddings=embeddings, state=state, labels=labels, labeled=labeled,
+                           index=index, label=tf.gather(tf.constant(truth), index, batch_dims=1))
+            fused = sigs["observe_select"](**episode)
+            observed = sigs["observe"](**episode)
+            following = sigs["select"](embeddings=embeddings, state=observed["state"],
+                                       labels=observed["labels"], labeled=observed["labeled"],
+                                       k=tf.constant(1))
+            self.assertAllClose(fused["state"], observed["state"], atol=TOL, rtol=0)
+            self.assertAllEqual(fused["labels"], observed["labels"])
+            self.assertAllEqual(fused["labeled"], observed["labeled"])
+            self.assertAllClose(fused["probabilities"], following["probabilities"], atol=TOL,
+                                rtol=0)
+            self.assertAllEqual(fused["index"], following["index"])
+            state, labels, labeled, index = (fused["state"], fused["labels"], fused["labeled"],
+                                             fused["index"])
+        # The last unlabelled item of a pool goes through `observe`.
+        last = np.ones(truth.shape, np.int32)
+        last[:, 0] = 0
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                    "observe_select: every episode must keep an unlabelled"):
+            sigs["observe_select"](**dict(
+                episode, index=tf.zeros([BATCH], tf.int32), labeled=tf.constant(last),
+                labels=tf.constant(np.where(last == 1, truth, labels.numpy()))))
 
     @parameterized.parameters("classification", "regression")
     def test_parity_with_the_python_model(self, task):

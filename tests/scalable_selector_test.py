@@ -244,7 +244,8 @@ class ModelTest(tf.test.TestCase, parameterized.TestCase):
         # `select_indexed` build it once. All three answer as the in-memory
         # model, through a saved and loaded SavedModel too.
         from active_learning import steps  # noqa: PLC0415
-        from export.serving import SCALABLE_SIGNATURES, ServingModule  # noqa: PLC0415
+        from export.serving import (  # noqa: PLC0415
+            EXTRA_SIGNATURES, SCALABLE_SIGNATURES, ServingModule)
         exact, scalable = self._pair("classification")
         with self.assertRaisesRegex(ValueError, "selector_features='scalable'"):
             ServingModule(exact).selection_index(tf.zeros([1, 3, 16]))
@@ -265,7 +266,8 @@ class ModelTest(tf.test.TestCase, parameterized.TestCase):
         tf.saved_model.save(module, path, signatures=module.signatures())
         loaded = tf.saved_model.load(path).signatures
         self.assertSameElements(loaded.keys(), ("begin", "select", "observe", "predict",
-                                                "metadata") + SCALABLE_SIGNATURES)
+                                                "metadata") + EXTRA_SIGNATURES
+                                + SCALABLE_SIGNATURES)
         names = ("embeddings", "state", "labels", "labeled", "k")
         loaded_index = loaded["selection_index"](embeddings=begun["embeddings"])
         for answer in (module.select(*episode), module.select_indexed(*episode, *index.values()),
@@ -292,7 +294,7 @@ class ModelTest(tf.test.TestCase, parameterized.TestCase):
                 module.select_indexed(*episode, **{**index, name: bad})
         # `observe_select`: `observe`, then `select` with k = 1 on the new
         # state, in one call: the two steps' answers, the same pick.
-        with self.assertRaisesRegex(ValueError, "selector_features='scalable'"):
+        with self.assertRaisesRegex(ValueError, "selection index .* for a scalable model"):
             ServingModule(exact).observe_select(*episode[:4], [1] * fakes.B, [0] * fakes.B,
                                                 *index.values())
         item = tf.constant([1] * fakes.B)
