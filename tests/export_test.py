@@ -392,14 +392,20 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
             Shared.runs[task, k] = self._run_exported(task, k)
         return Shared.runs[task, k]
 
-    def _run_exported(self, task, k):
+    def begun(self, task):
+        """(signatures, truth, embeddings, state, labels, labeled) of the task's
+        episode after the loaded `begin`, nothing labelled yet."""
         sigs = self.loaded[task].signatures
-        support, queries, truth = self.episodes[task]
+        support, _, truth = self.episodes[task]
         out = sigs["begin"](support=tf.constant(support))
-        embeddings, state = out["embeddings"], out["state"]
         labels = tf.constant(np.full(truth.shape, -1, np.int32) if task == "classification"
                              else np.zeros(truth.shape, np.float32))
-        labeled = tf.zeros(truth.shape, tf.int32)
+        return (sigs, truth, out["embeddings"], out["state"], labels,
+                tf.zeros(truth.shape, tf.int32))
+
+    def _run_exported(self, task, k):
+        sigs, truth, embeddings, state, labels, labeled = self.begun(task)
+        queries = self.episodes[task][1]
         result = {"embeddings": embeddings.numpy(), "probabilities": [], "index": [],
                   "top_k": []}
         for _ in range(STEPS):
@@ -422,13 +428,7 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
     def test_observe_select_is_observe_then_select(self, task):
         # One call per label: the same state, labels and mask as `observe`,
         # and the same next pick and distribution as `select` after it.
-        sigs = self.loaded[task].signatures
-        support, _, truth = self.episodes[task]
-        begun = sigs["begin"](support=tf.constant(support))
-        embeddings, state = begun["embeddings"], begun["state"]
-        labels = tf.constant(np.full(truth.shape, -1, np.int32) if task == "classification"
-                             else np.zeros(truth.shape, np.float32))
-        labeled = tf.zeros(truth.shape, tf.int32)
+        sigs, truth, embeddings, state, labels, labeled = self.begun(task)
         index = sigs["select"](embeddings=embeddings, state=state, labels=labels,
                                labeled=labeled, k=tf.constant(1))["index"]
         for _ in range(STEPS):
