@@ -459,7 +459,7 @@ class SessionTest(tf.test.TestCase):
             for s in (indexed, plain):
                 s.teach(picks[0], labels.numpy()[0][picks[0]])
         # A teach ends with `observe_select` (the label and the next pick in
-        # one compiled call) while an item is left to ask, so a single query
+        # one call) while an item is left to ask, so a single query
         # after it needs no call; k = 2 queries still `select_indexed`. The
         # last teach labels the sixth and last item: plain `observe`.
         self.assertEqual(len(pool), 6)

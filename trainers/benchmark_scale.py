@@ -175,7 +175,7 @@ def bench_cell(signatures, batch, pool, seconds, rng, compiled=False):
         return (time.perf_counter() - start,)
 
     def repeat(fn):
-        for _ in range(2):  # the first call of a shape compiles (XLA) or warms up
+        for _ in range(2):  # warm-up: the first call of a shape is slower
             fn()
         samples = []
         start = time.perf_counter()
@@ -237,9 +237,9 @@ def targets(cells):
             out[key] = {"value": value, "target": target, "met": bool(value <= target)}
     small = by_cell.get((1, TARGET_SMALL_POOL))
     if small:
-        # Per label, as a session runs it: one compiled call. The two plain
-        # calls stay in the table (docs/performance.md, "One compiled call
-        # per label").
+        # Per label, as a session runs it: one `observe_select` call. The two
+        # calls stay in the table (docs/performance.md, "A withdrawn number"
+        # and "One call per label").
         value = small["observe_select"]["p50_ms"]
         out["select_observe_p50_ms_pool100_batch1_scalable"] = {
             "value": value, "target": TARGET_SMALL_SELECT_OBSERVE_P50_MS,
