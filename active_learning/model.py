@@ -300,7 +300,7 @@ class ActiveMatchingNetwork(keras.Model):
         return tf.squeeze(vectors, -1)
 
     def select(self, embeddings, state, labels, labeled, cosine=None, pending=None,
-               index=None, mass_attention=None):
+               index=None, mass_attention=None, similarities=None):
         """Selection logits [B, P]; labelled items get a logit of -1e9.
 
         `pending` [B, P] (optional): items already picked in this round of a
@@ -315,9 +315,15 @@ class ActiveMatchingNetwork(keras.Model):
         `selection_index`): the episode's precomputed similarities, computed
         here when not given; the other one is not read. `mass_attention`
         (exact selector, `mass_attention`): likewise, for the labelled masses.
+        `similarities`: the selector's item-item features `[B, P, F]` when
+        the caller keeps them up to date itself (`incremental_features`, the
+        training rollout); then neither `cosine` nor `index` is read.
         """
         del labels  # selection sees which items are labelled, not the labels
         covered = labeled if pending is None else tf.logical_or(labeled, pending)
+        if similarities is not None:
+            return self.selector(self.features(embeddings), self.controller.hidden(state), None,
+                                 covered, similarities=similarities)
         if self.config.selector_features == "scalable":
             if index is None:
                 index = self.selection_index(embeddings)

@@ -10,12 +10,13 @@ nothing loops over episodes or items.
 import tensorflow as tf
 
 from active_learning.data.schema import Episode, episode_from_batch  # pylint: disable=unused-import
+from active_learning.layers import incremental_features
 from active_learning.layers.masked import NEG_INF
 from active_learning.policies import OraclePolicy, StepContext
 
 def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
            imitation=False, training=False, encoded=None, query_batch=1,
-           rating_oracle="closed_form", defer_rewards=None):
+           rating_oracle="closed_form", defer_rewards=None, incremental=True):
     """Runs `num_steps` label queries of `policy` on a batch of episodes.
 
     With `query_batch` K > 1 the labels arrive in rounds: the policy picks K
@@ -52,6 +53,13 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
         step was most of the compiled training step. None: when `training`
         (evaluation keeps the per-step order of operations, so its recorded
         numbers stay bit-identical).
+      incremental: where the selection scores are deferred too (training,
+        one label per round, exact selector features), keep the selector's
+        item-item features up to date label by label
+        (`layers.incremental_features`, O(P x T) a step) instead of
+        recomputing them from the `[B, P, P]` cosines at every step. The
+        same values on every unlabelled item, up to the order of sums;
+        False: the reference, `model.select` at every step.
 
     If the batch carries `selection_noise` (uniform (0, 1), `[B, T, P]`), the
     policies draw their random choices from it instead of from `seed`, which
@@ -118,6 +126,17 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
     # One label at a time with the exact selector only (a round's picks and
     # the scalable index are not batched over steps).
     defer_selection = defer_rewards and query_batch == 1 and pool_index is None
+    if defer_selection and incremental:
+        lists = incremental_features.neighbour_lists(
+            cosine, incremental_features.list_depth(num_steps, tf.shape(cosine)[-1]))
+        # The loop only picks: nothing differentiates its features.
+        loop_lists = tf.nest.map_structure(tf.stop_gradient, lists)
+        loop_cosine = tf.stop_gradient(cosine)
+        loop_attention = None if pool_attention is None else tf.stop_gradient(pool_attention)
+        running = incremental_features.start(loop_cosine, loop_attention)
+    else:
+        lists = None
+        running = ()
 
     def selection_scores(logits, labeled, state, index, target):
         log_p = tf.nn.log_softmax(logits, axis=-1)
@@ -135,9 +154,12 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
             out["imitation_log_probs"] = tf.zeros_like(out["values"])
         return out
 
-    def step(t, state, labels, labeled, arrays):
+    def step(t, state, labels, labeled, arrays, running):
+        similarities = (None if lists is None
+                        else incremental_features.features(running, loop_lists, labeled))
         logits = model.select(embeddings, state, labels, labeled, cosine=cosine,
-                              index=pool_index, mass_attention=pool_attention)
+                              index=pool_index, mass_attention=pool_attention,
+                              similarities=similarities)
         ctx = StepContext(model, embeddings, state, labels, labeled, cosine, logits,
                           episode.support, support_labels, episode.queries, query_labels,
                           noise=None if noise is None else noise[:, t],
@@ -155,9 +177,11 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
         label = tf.gather(support_labels, index, batch_dims=1)
         state, labels, labeled = model.observe(embeddings, state, labels, labeled,
                                                index, label)
+        if lists is not None:
+            running = incremental_features.add(running, loop_cosine, index, loop_attention)
         record = after_labels(state, labels, labeled, record)
         arrays = {k: arrays[k].write(t, v) for k, v in record.items()}
-        return t + 1, state, labels, labeled, arrays
+        return t + 1, state, labels, labeled, arrays, running
 
     def rewards(state, labels, labeled, tensors, slow_inputs=None):
         """The fast reward, and the slow reward and metric when every step has one.
@@ -213,7 +237,7 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
     k_round = query_batch
     reads_pending = getattr(policy, "reads_pending", True)
 
-    def round_step(r, state, labels, labeled, arrays):
+    def round_step(r, state, labels, labeled, arrays, running):
         def context(pick):
             # Policies see pending items as covered: a heuristic then moves
             # away from them as it would from labelled ones (random k without
@@ -274,7 +298,7 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
             maximum_iterations=k_round)
         record = after_labels(state, labels, labeled, record)
         arrays = {k: arrays[k].write(r, v) for k, v in record.items()}
-        return r + 1, state, labels, labeled, arrays
+        return r + 1, state, labels, labeled, arrays, running
 
     keys = ["actions", "distinct_labels"]
     dtypes = {"actions": tf.int32, "seen_labels": labels.dtype, "seen_labeled": tf.bool,
@@ -292,9 +316,9 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
     body = step if query_batch == 1 else round_step
     arrays = {k: tf.TensorArray(dtypes.get(k, tf.float32), size=rounds) for k in keys}
     # A symbolic loop keeps the graph (and its trace time) independent of T.
-    _, state, labels, labeled, arrays = tf.while_loop(
-        lambda t, *_: t < rounds, body, (tf.constant(0), state, labels, labeled, arrays),
-        maximum_iterations=rounds)
+    _, state, labels, labeled, arrays, _ = tf.while_loop(
+        lambda t, *_: t < rounds, body,
+        (tf.constant(0), state, labels, labeled, arrays, running), maximum_iterations=rounds)
     stacked = {}
     if defer_rewards:
         flat = lambda x: tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0))  # noqa: E731
@@ -312,10 +336,16 @@ def unroll(model, batch, policy, num_steps, seed, slow_every_step=True,
             picked_labeled = flat(arrays.pop("picked_labeled").stack())
             target = (flat(arrays.pop("picked_target").stack()) if oracle is not None
                       else None)
-            logits = model.select(
-                tiled["embeddings"], picked_state, None, picked_labeled,
-                cosine=tiled["cosine"],
-                mass_attention=None if pool_attention is None else tile(pool_attention))
+            if lists is None:
+                logits = model.select(
+                    tiled["embeddings"], picked_state, None, picked_labeled,
+                    cosine=tiled["cosine"],
+                    mass_attention=None if pool_attention is None else tile(pool_attention))
+            else:
+                similarities = incremental_features.pick_order_features(
+                    cosine, picks_in_order(arrays["actions"].stack()), lists, pool_attention)
+                logits = model.select(tiled["embeddings"], picked_state, None, picked_labeled,
+                                      similarities=flat(similarities))
             stacked.update(selection_scores(logits, picked_labeled, picked_state,
                                             flat(arrays["actions"].stack()), target))
         stacked = {k: tf.reshape(v, [rounds, -1]) for k, v in stacked.items()}

@@ -115,21 +115,25 @@ class Selector(keras.layers.Layer):
                 initializer=keras.initializers.Constant(MASS_LOGIT_INIT))
         self.built = True
 
-    def call(self, embeddings, control, cosine, labeled, index=None, attention=None):
+    def call(self, embeddings, control, cosine, labeled, index=None, attention=None,
+             similarities=None):
         """embeddings [B,P,D], control [B,H], cosine [B,P,P], labeled [B,P].
 
         With `features="scalable"`, `index` is the episode's `SelectionIndex`
         and `cosine` is not read (None is fine). `attention`: the episode's
         `mass_attention` (exact features), when the caller computed it once.
+        `similarities`: the item-item features `[B, P, num_features]`, when
+        the caller has them (`incremental_features`); then neither `cosine`
+        nor `index` is read.
         """
         item_control = embeddings * self.controller_map(control)[:, None, :]
-        if self.features == "scalable":
+        if similarities is None and self.features == "scalable":
             if index is None:
                 raise ValueError("a scalable selector needs the episode's selection index "
                                  "(`index=`, from `selection_index.selection_index`)")
             similarities = scalable_similarity_features(embeddings, index, labeled,
                                                         self.mass_temperatures)
-        else:
+        elif similarities is None:
             similarities = similarity_features(cosine, labeled, self.mass_temperatures,
                                                attention)
         features = tf.concat([item_control, similarities], -1)
