@@ -4,10 +4,12 @@ from the whole cosine matrix (`selector.similarity_features`): values,
 gradients, and a training rollout built on them."""
 
 import functools
+import sys
 
 from absl.testing import parameterized
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from active_learning import policies
@@ -142,4 +144,4 @@ class IncrementalRolloutTest(tf.test.TestCase, parameterized.TestCase):
 
 
 if __name__ == "__main__":
-    tf.test.main()
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
