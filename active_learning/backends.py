@@ -186,8 +186,8 @@ class ModelBackend(Backend):
             if name == "select":
                 out = steps.select(m, *episode, tf.constant(inputs["k"], tf.int32))
             elif name == "select_indexed":
-                index = steps.wire_index(*(tf.convert_to_tensor(inputs[key]) for key in
-                                           ("top", "bottom", "log_normalisers")))
+                index = steps.wire_index(*(tf.convert_to_tensor(inputs[key])
+                                           for key in steps.INDEX_INPUTS))
                 out = steps.select(m, *episode, tf.constant(inputs["k"], tf.int32),
                                    pool_index=index)
             elif name == "observe":
@@ -196,8 +196,8 @@ class ModelBackend(Backend):
             elif name == "observe_select":
                 index = None
                 if "top" in inputs:
-                    index = steps.wire_index(*(tf.convert_to_tensor(inputs[key]) for key in
-                                               ("top", "bottom", "log_normalisers")))
+                    index = steps.wire_index(*(tf.convert_to_tensor(inputs[key])
+                                               for key in steps.INDEX_INPUTS))
                 out = steps.observe_select(
                     m, *episode, tf.constant(inputs["index"], tf.int32),
                     tf.constant(inputs["label"], m.label_dtype), index)

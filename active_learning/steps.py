@@ -139,13 +139,18 @@ def begin(model, items, compiled=False):
     return {"embeddings": embeddings, "state": state}
 
 
+# The selection index's wire tensors, in the order the indexed signatures
+# take them after their other inputs.
+INDEX_INPUTS = ("top", "bottom", "log_normalisers")
+
+
 def selection_index(model, embeddings):
     """A scalable model's per-episode `SelectionIndex` as wire tensors:
     {top `[B, P, k]` int32, bottom `[B, P, k]` int32, log_normalisers
     `[B, P, K]` float32} (`layers/selection_index.py`)."""
     index = model.selection_index(embeddings)
-    return {"top": index.top_indices, "bottom": index.bottom_indices,
-            "log_normalisers": index.log_normalisers}
+    return dict(zip(INDEX_INPUTS, (index.top_indices, index.bottom_indices,
+                                   index.log_normalisers)))
 
 
 def wire_index(top, bottom, log_normalisers):

@@ -105,6 +105,12 @@ def _dims(x, n):
     return tf.concat([tf.shape(x), tf.fill([n], -1)], 0)[:n]
 
 
+def _index_ranks(index):
+    """`_rank_checks` entries of the selection index's wire tensors (none
+    when `index` is empty: an exact model's signature)."""
+    return [(name, t, 3, "[batch, pool, n]") for name, t in zip(steps.INDEX_INPUTS, index)]
+
+
 def _static(t, dims):
     """`t` reshaped to its own (validated) shape, with the static `dims` known.
 
@@ -285,8 +291,9 @@ class ServingModule(tf.Module):
         also take the episode's `top`, `bottom`, `log_normalisers`
         (`selection_index`), as `select_indexed` does."""
         if len(pool_index) != (3 if self._scalable else 0):
-            raise ValueError("observe_select takes the selection index (top, bottom, "
-                             "log_normalisers) for a scalable model, and only then")
+            raise ValueError(f"observe_select takes the selection index "
+                             f"({', '.join(steps.INDEX_INPUTS)}) for a scalable model, "
+                             "and only then")
         return self._functions.observe_select(embeddings, state, labels, labeled, index,
                                               label, *pool_index)
 
@@ -571,9 +578,7 @@ class ServingModule(tf.Module):
             self._index_shape_checks(fn, embeddings, *index) if index else [])
         embeddings, state, labels, labeled, k, *index = _validated([
             lambda: self._episode_ranks(fn, *episode) + self._rank_checks(
-                fn, [("k", k, 0, "(a scalar)")] + [
-                    (name, t, 3, "[batch, pool, n]")
-                    for name, t in zip(("top", "bottom", "log_normalisers"), index)]),
+                fn, [("k", k, 0, "(a scalar)")] + _index_ranks(index)),
             shapes,
             values,
         ], [embeddings, state, labels, labeled, k, *index])
@@ -688,9 +693,8 @@ class ServingModule(tf.Module):
 
         *inputs, index, label = _validated([
             lambda: self._episode_ranks(fn, *episode) + self._rank_checks(
-                fn, [("index", index, 1, "[batch]"), ("label", label, 1, "[batch]")] + [
-                    (name, t, 3, "[batch, pool, n]")
-                    for name, t in zip(("top", "bottom", "log_normalisers"), pool_index)]),
+                fn, [("index", index, 1, "[batch]"), ("label", label, 1, "[batch]")]
+                + _index_ranks(pool_index)),
             shapes, values, not_labeled,
         ], [embeddings, state, labels, labeled, *pool_index, index, label])
         episode = self._episode_shapes(*inputs[:4])
