@@ -13,7 +13,7 @@ index: `layers/selection_index.py`, clustered above 8,192 items), exported
 as a SavedModel and driven through `ActiveSession` as any client would:
 `begin` when the session opens, the selection index and `select_indexed`
 on the first query, then `observe_select` for each answer (the label and the
-next pick in one XLA-compiled call, so the next query is answered from it).
+next pick in one call, so the next query is answered from it).
 
 The answers: each asked item's character number modulo the model's
 `max_classes` (a stand-in person: the pool holds 1,623 x 4 classes, more
