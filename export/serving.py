@@ -65,6 +65,7 @@ ops are used: `tensorflow_model_server` and `saved_model_cli` run the graph
 without this package installed.
 """
 
+import functools
 import json
 import types
 
@@ -75,6 +76,7 @@ from active_learning import steps
 from active_learning.backends import SIGNATURES
 from active_learning.config import MAX_MEAN_PIXEL, PIXEL_CONTRACT
 from active_learning.fingerprint import model_fingerprint
+from active_learning.layers import weight_norm
 
 # Signatures of every export beyond the contract's core (`SIGNATURES`):
 # exports from before them lack them, so clients check for them.
@@ -181,6 +183,10 @@ class ServingModule(tf.Module):
                                            default=_json_default)
         self._checkpoint = str(checkpoint or "")
         self._fingerprint = model_fingerprint(model)
+        # Like the fingerprint, from the weights as they are now: the
+        # signatures read each weight-normalised kernel from a variable of its
+        # own instead of recomputing it at every call (`weight_norm.fixed_kernels`).
+        self._holder.kernels = weight_norm.FixedKernels(model)
         self._embed_dim = int(config.embedding_width)
         self._state_size = 2 * int(config.units)
 
@@ -232,7 +238,11 @@ class ServingModule(tf.Module):
         # flow (its loops are over constants, the pool loop is a tf.scan)
         # and converting it triples the tracing time.
         def function(fn, *specs):
-            return tf.function(fn, input_signature=list(specs), autograph=False)
+            def traced(*args):
+                with weight_norm.fixed_kernels(self._holder.kernels):
+                    return fn(*args)
+            return tf.function(functools.wraps(fn)(traced), input_signature=list(specs),
+                               autograph=False)
 
         # The functions live outside the tracked attributes: the SavedModel
         # needs them only as signatures, and `tf.saved_model.save` would
@@ -329,13 +339,18 @@ class ServingModule(tf.Module):
         names = SIGNATURES + EXTRA_SIGNATURES + (SCALABLE_SIGNATURES if self._scalable else ())
         functions = {name: getattr(self._functions, name).get_concrete_function()
                      for name in names}
-        captured, seen = [], set()
-        for function in functions.values():
-            for variable in function.variables:
-                if id(variable) not in seen:
-                    seen.add(id(variable))
-                    captured.append(variable)
+        kernels = self._holder.kernels
+        seen = {id(v) for v in kernels.variables}
+        captured = []
+        # The weights the fixed kernels came from are saved too (the
+        # signatures read only the kernels): they are what a model rebuilt
+        # from this export restores (`evaluation.loading`).
+        for variable in [v for f in functions.values() for v in f.variables] + kernels.weights:
+            if id(variable) not in seen:
+                seen.add(id(variable))
+                captured.append(variable)
         self.model_variables = captured
+        self.fixed_kernels = kernels.variables
         return functions
 
     def describe_inputs(self):

@@ -367,6 +367,19 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
             self.assertNotEmpty(types)
 
     @parameterized.parameters("classification", "regression")
+    def test_signatures_read_fixed_kernels_and_the_export_keeps_their_weights(self, task):
+        # The weight-normalised kernels are computed once, at export
+        # (`weight_norm.fixed_kernels`), not at every call; the weights they
+        # came from stay in the export, for a model rebuilt from it.
+        loaded = self.loaded[task]
+        read = {v.name for f in loaded.signatures.values() for v in f.variables}
+        self.assertNotEmpty({n for n in read if "fixed_kernel" in n})
+        self.assertEmpty({n for n in read if "direction" in n or n.startswith("gain")}, read)
+        kept = {v.name for v in loaded.model_variables}
+        self.assertNotEmpty({n for n in kept if "direction" in n})
+        self.assertEmpty({n for n in kept if "fixed_kernel" in n})
+
+    @parameterized.parameters("classification", "regression")
     def test_metadata(self, task):
         meta = {k: v.numpy() for k, v in
                 self.loaded[task].signatures["metadata"](dummy=tf.constant(0)).items()}

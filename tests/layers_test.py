@@ -18,6 +18,9 @@ from active_learning.layers import lstm as lstm_lib
 from active_learning.layers import masked
 from active_learning.layers import predictors
 from active_learning.layers import selector as selector_lib
+from active_learning.layers import weight_norm
+from active_learning.model import ActiveMatchingNetwork
+from tests import fakes
 
 B, P, Q, D, U, C = 2, 5, 3, 8, 6, 4
 
@@ -66,6 +69,27 @@ class WeightNormDenseTest(tf.test.TestCase):
         self.assertAllClose(np.linalg.norm(layer.kernel().numpy(), axis=0), g, rtol=1e-5)
         x = np.random.RandomState(1).normal(size=(5, 3)).astype(np.float32)
         self.assertAllClose(layer(x), x @ expected + layer.bias.numpy(), rtol=1e-5, atol=1e-5)
+
+    def test_fixed_kernels_are_read_inside_their_context_only(self):
+        keras.utils.set_random_seed(0)
+        model = ActiveMatchingNetwork(fakes.small_config("classification"))
+        support, _, _, _ = fakes.small_episode("classification")
+        model.begin(support)  # builds the layers
+        layers = [layer for layer in model._flatten_layers(include_self=False)
+                  if isinstance(layer, al_layers.WeightNormDense) and layer.built]
+        fixed = weight_norm.FixedKernels(model)
+        self.assertLen(fixed.variables, len(layers))
+        self.assertLen(fixed.weights, 2 * len(layers))
+        layer = layers[0]
+        before = layer.kernel().numpy()
+        self.assertAllEqual(fixed.get(layer), before)
+        self.assertFalse(fixed.get(layer).trainable)
+        layer.direction.assign(layer.direction * tf.range(1.0, before.shape[1] + 1.0))
+        layer.gain.assign(layer.gain * 2.0)
+        self.assertNotAllClose(layer.kernel(), before)  # live: the new weights
+        with weight_norm.fixed_kernels(fixed):
+            self.assertAllEqual(layer.kernel(), before)  # fixed: as they were
+        self.assertNotAllClose(layer.kernel(), before)
 
     def test_scaling_direction_leaves_outputs_unchanged(self):
         layer = self._layer()

@@ -149,11 +149,23 @@ class FeaturesTest(tf.test.TestCase, parameterized.TestCase):
         self.assertTrue(np.all(np.isfinite(scalable.numpy())))
         self.assertAllClose(scalable, exact, atol=1e-4, rtol=0)
 
-    def test_gradient_equals_the_exact_paths(self):
+    def test_one_episode_and_a_batch_give_the_same_features(self):
+        # One episode's products take `plain_matmul`, a batch's the batched
+        # matmul (`_dot_rows`): both must give the exact path's features.
+        embeddings = _embeddings(3, 23, seed=4)
+        covered = _masks(3, 23, seed=6)["mixed"]
+        _, batched, _ = _both(embeddings, covered, neighbours=22)
+        for b in range(3):
+            exact, alone, _ = _both(embeddings[b:b + 1], covered[b:b + 1], neighbours=22)
+            self.assertAllClose(alone, exact, atol=ATOL, rtol=0)
+            self.assertAllClose(alone[0], batched[b], atol=ATOL, rtol=0)
+
+    @parameterized.parameters(1, 2)
+    def test_gradient_equals_the_exact_paths(self, batch):
         # Without labelled masses (whose log Z is held constant) and with
         # full lists, the features differentiate as the exact ones do.
-        embeddings = _embeddings(2, 11, seed=6)
-        covered = tf.constant(_masks(2, 11, seed=6)["random"])
+        embeddings = _embeddings(batch, 11, seed=6)
+        covered = tf.constant(_masks(batch, 11, seed=6)["random"])
         weights = tf.constant(np.random.default_rng(7).normal(size=6), tf.float32)
         index = index_lib.selection_index(embeddings, neighbours=10, chunk=4)
         gradients = []

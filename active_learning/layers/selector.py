@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from active_learning.config import SELECTOR_FEATURES
 from active_learning.layers.masked import NEG_INF, masked_max_mean_min
-from active_learning.layers.selection_index import scalable_similarity_features
+from active_learning.layers.selection_index import plain_matmul, scalable_similarity_features
 from active_learning.layers.weight_norm import WeightNormDense
 
 NUM_SIMILARITY_FEATURES = 6
@@ -141,5 +141,13 @@ class Selector(keras.layers.Layer):
         logits = tf.squeeze(self.score(gated), -1)
         if self.mass_temperatures:
             masses = similarities[..., NUM_SIMILARITY_FEATURES:]
-            logits += tf.linalg.matvec(masses, tf.cast(self.mass_logit_weights, masses.dtype))
+            weights = tf.cast(self.mass_logit_weights, masses.dtype)
+            if self.features == "scalable":
+                # The served step's product (`plain_matmul`); the exact path
+                # keeps matvec, whose rounding its recorded numbers were made with.
+                column = tf.broadcast_to(weights[:, None], tf.stack(
+                    [tf.shape(masses)[0], tf.shape(weights)[0], 1]))
+                logits += plain_matmul(masses, column)[..., 0]
+            else:
+                logits += tf.linalg.matvec(masses, weights)
         return tf.where(labeled, tf.constant(NEG_INF, logits.dtype), logits)
