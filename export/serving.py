@@ -339,18 +339,19 @@ class ServingModule(tf.Module):
         names = SIGNATURES + EXTRA_SIGNATURES + (SCALABLE_SIGNATURES if self._scalable else ())
         functions = {name: getattr(self._functions, name).get_concrete_function()
                      for name in names}
-        kernels = self._holder.kernels
-        seen = {id(v) for v in kernels.variables}
-        captured = []
-        # The weights the fixed kernels came from are saved too (the
-        # signatures read only the kernels): they are what a model rebuilt
-        # from this export restores (`evaluation.loading`).
-        for variable in [v for f in functions.values() for v in f.variables] + kernels.weights:
+        read, seen = [], set()
+        for variable in (v for f in functions.values() for v in f.variables):
             if id(variable) not in seen:
                 seen.add(id(variable))
-                captured.append(variable)
-        self.model_variables = captured
-        self.fixed_kernels = kernels.variables
+                read.append(variable)
+        kernels = self._holder.kernels
+        fixed = {id(v) for v in kernels.variables}
+        self.fixed_kernels = [v for v in read if id(v) in fixed]
+        # The model's own variables: the signatures read only the fixed
+        # kernels, so the V and g they came from are added; they are what a
+        # model rebuilt from this export restores (`evaluation.loading`).
+        self.model_variables = ([v for v in read if id(v) not in fixed]
+                                + kernels.sources(self.fixed_kernels))
         return functions
 
     def describe_inputs(self):

@@ -79,7 +79,8 @@ class WeightNormDenseTest(tf.test.TestCase):
                   if isinstance(layer, al_layers.WeightNormDense) and layer.built]
         fixed = weight_norm.FixedKernels(model)
         self.assertLen(fixed.variables, len(layers))
-        self.assertLen(fixed.weights, 2 * len(layers))
+        self.assertEqual([w.path for w in fixed.sources(fixed.variables[:1])],
+                         [layers[0].direction.path, layers[0].gain.path])
         layer = layers[0]
         before = layer.kernel().numpy()
         self.assertAllEqual(fixed.get(layer), before)

@@ -19,20 +19,26 @@ class FixedKernels:
     """Each built `WeightNormDense` of a model's kernel g * V / ||V||, computed
     now from the weights as they are, held in a non-trainable variable.
 
-    `variables`: those variables; `weights`: the V and g they came from.
+    `variables`: those variables, one per layer.
     """
 
     def __init__(self, model):
-        layers = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-                  if isinstance(layer, WeightNormDense) and layer.built]
-        self._by_layer = {id(layer): tf.Variable(layer.kernel(), trainable=False,
-                                                 name=f"{layer.name}_fixed_kernel")
-                          for layer in layers}
-        self.variables = list(self._by_layer.values())
-        self.weights = [w for layer in layers for w in (layer.direction, layer.gain)]
+        self._layers = [layer for layer in model._flatten_layers(include_self=False,
+                                                                 recursive=True)
+                        if isinstance(layer, WeightNormDense) and layer.built]
+        self.variables = [tf.Variable(layer.kernel(), trainable=False,
+                                      name=f"{layer.name}_fixed_kernel")
+                          for layer in self._layers]
+        self._by_layer = {id(layer): v for layer, v in zip(self._layers, self.variables)}
 
     def get(self, layer):
         return self._by_layer.get(id(layer))
+
+    def sources(self, variables):
+        """The V and g each of `variables` (some of `self.variables`) came from."""
+        wanted = {id(v) for v in variables}
+        return [w for layer, v in zip(self._layers, self.variables) if id(v) in wanted
+                for w in (layer.direction, layer.gain)]
 
 
 @contextlib.contextmanager
