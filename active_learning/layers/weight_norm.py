@@ -82,7 +82,8 @@ class WeightNormDense(keras.layers.Layer):
 
     def kernel(self):
         """The effective weight matrix g * V / ||V||."""
-        fixed = _FIXED.get() and _FIXED.get().get(self)
+        kernels = _FIXED.get()
+        fixed = None if kernels is None else kernels.get(self)
         if fixed is not None:
             return tf.convert_to_tensor(fixed)
         v = tf.convert_to_tensor(self.direction)
