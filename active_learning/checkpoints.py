@@ -170,3 +170,29 @@ def initialize_from(model, model_dir, which="best"):
         raise ValueError(f"no weight of {model_dir} fits this model (config differs in "
                          f"{sorted(differ)})")
     return path, fresh, differ
+
+
+def initialize_encoder_from(model, model_dir, which="best"):
+    """Copies another model's item encoder into `model`; returns the checkpoint used.
+
+    The encoders must have the same architecture (`encoder`, image shape,
+    `embed_dim`, `encoder_residual_blocks`): e.g. an encoder pretrained by
+    `trainers.pretrain_encoder` given to a model whose other weights come
+    from elsewhere.
+    """
+    source_config = load_model_config(model_dir)
+    fields = ("encoder", "item_shape", "embed_dim", "encoder_residual_blocks", "feature_size")
+    differ = {f: (getattr(source_config, f), getattr(model.config, f)) for f in fields
+              if getattr(source_config, f) != getattr(model.config, f)}
+    if differ:
+        raise ValueError(f"the encoder of {model_dir} differs from this model's in " + ", ".join(
+            f"{k} (it has {a!r}, this model {b!r})" for k, (a, b) in differ.items()))
+    path = find_checkpoint(model_dir, which)
+    source = ActiveMatchingNetwork(source_config)
+    _restore_weights(source, path, "could not be read: it is corrupt")
+    for ours, theirs in zip(model.encoder.variables, source.encoder.variables):
+        if ours.path.split("/")[-1] != theirs.path.split("/")[-1] or ours.shape != theirs.shape:
+            raise ValueError(f"encoder weight {theirs.path} {theirs.shape} of {model_dir} does "
+                             f"not fit {ours.path} {ours.shape}")
+        ours.assign(theirs)
+    return path

@@ -45,7 +45,8 @@ TRAIN_FIELDS_ADDED_LATER = {"rating_oracle": "exact"}
 FIELDS_ADDED_LATER = {"TrainConfig": TRAIN_FIELDS_ADDED_LATER,
                       "RatingsData": {"factor_fraction": 1.0, "split_seed": None},
                       "ClassEpisodeConfig": {"episode_classes": "random"},
-                      "ClassificationData": {"jitter": 0.0}}
+                      "ClassificationData": {"jitter": 0.0},
+                      "LoopConfig": {"init_encoder_from": None}}
 # How the N classes of a training or validation episode are drawn: from all
 # of the split's classes, or all from one group (an alphabet: Lake et al.'s
 # within-alphabet protocol).
@@ -116,6 +117,9 @@ class LoopConfig:
     final_eval_episodes: int = 1000
     keep_checkpoints: int = 3
     init_from: Optional[str] = None
+    # Then the image encoder alone from this model directory (e.g. one written
+    # by trainers.pretrain_encoder); the other weights stay init_from's.
+    init_encoder_from: Optional[str] = None
 
     def __post_init__(self):
         if not self.model_dir:

@@ -195,30 +195,12 @@ def build_setup(run, model_options, cache_dir=None, download=False):
     episodes, options = run.episodes, run.data
     all_ways, eval_ways = list(episodes.ways), episodes.eval_ways
     pool_per_class, budget = episodes.items_per_class, episodes.budget
-    spec, omniglot, rotate = options.source, options.omniglot, options.rotate
+    spec, rotate = options.source, options.rotate
     # A directory of another task or episode shape is refused before any data
     # is read; the model config is compared once the model is built.
     common.check_model_dir(run)
-    data = readers.load_class_data(  # Its errors name the file, folder or line.
-        spec, cache_dir=cache_dir, download=download, **options.reader_kwargs())
-    if data.kind == "image" and options.image_size and \
-            data.item_shape[0] != options.image_size:
-        raise flags.ValidationError(f"--image_size {options.image_size}: Omniglot is decoded "
-                                    f"at {data.item_shape[0]}x{data.item_shape[0]}")
-    if rotate and data.kind != "image":
-        raise flags.ValidationError("--rotate needs images; this data holds feature vectors")
-    if options.jitter and data.kind != "image":
-        raise flags.ValidationError("--affine_jitter needs images; this data holds feature "
-                                    "vectors")
-    split = splits.split_classes(data, split=options.split,
-                                 test_alphabets=_list(options.test_alphabets),
-                                 validation_alphabets=_list(options.validation_alphabets),
-                                 seed=run.seed,
-                                 # Omniglot keeps its published split sizes.
-                                 min_held_out=20 if omniglot else eval_ways)
+    data, split = load_data_and_split(run, cache_dir, download)
     description = split.describe()
-    logging.info("%s: %s; split %s", spec, json.dumps(data.describe()),
-                 json.dumps(description))
     train_classes = len(split.train) * (4 if rotate else 1)
     if max(all_ways) > train_classes:
         raise flags.ValidationError(f"ways {max(all_ways)} exceeds the {train_classes} "
@@ -256,11 +238,7 @@ def build_setup(run, model_options, cache_dir=None, download=False):
             w = int(np.random.RandomState([run.seed, step]).choice(all_ways))
             return {"ways": w, "num_steps": w * episodes.shots}
 
-    if data.kind == "image":
-        size, _, channels = data.item_shape
-        inputs = dict(image_size=size, image_channels=channels, ink_images=data.ink)
-    else:
-        inputs = dict(encoder="mlp", feature_size=data.item_shape[0])
+    inputs = image_inputs(data)
     try:  # e.g. --encoder_residual_blocks with feature-vector data
         config = ModelConfig(task="classification", **model_options, **inputs)
     except ValueError as e:
@@ -280,6 +258,43 @@ def build_setup(run, model_options, cache_dir=None, download=False):
         eval_policies=["greedy", "random", "min_max_cos", "oracle"], num_steps=budget,
         higher_is_better=True, metric_name="accuracy", step_arguments=step_arguments,
         recorded=recorded, on_new_run=on_new_run)
+
+
+def load_data_and_split(run, cache_dir=None, download=False):
+    """The run's classes (`ClassData`) and their train / validation / test split.
+
+    Reads no flags; errors name the file, folder or line, or the flag to change.
+    """
+    options = run.data
+    spec, omniglot = options.source, options.omniglot
+    data = readers.load_class_data(  # Its errors name the file, folder or line.
+        spec, cache_dir=cache_dir, download=download, **options.reader_kwargs())
+    if data.kind == "image" and options.image_size and \
+            data.item_shape[0] != options.image_size:
+        raise flags.ValidationError(f"--image_size {options.image_size}: Omniglot is decoded "
+                                    f"at {data.item_shape[0]}x{data.item_shape[0]}")
+    if options.rotate and data.kind != "image":
+        raise flags.ValidationError("--rotate needs images; this data holds feature vectors")
+    if options.jitter and data.kind != "image":
+        raise flags.ValidationError("--affine_jitter needs images; this data holds feature "
+                                    "vectors")
+    split = splits.split_classes(data, split=options.split,
+                                 test_alphabets=_list(options.test_alphabets),
+                                 validation_alphabets=_list(options.validation_alphabets),
+                                 seed=run.seed,
+                                 # Omniglot keeps its published split sizes.
+                                 min_held_out=20 if omniglot else run.episodes.eval_ways)
+    logging.info("%s: %s; split %s", spec, json.dumps(data.describe()),
+                 json.dumps(split.describe()))
+    return data, split
+
+
+def image_inputs(data):
+    """The ModelConfig fields the data sets: image shape and ink, or the feature size."""
+    if data.kind == "image":
+        size, _, channels = data.item_shape
+        return dict(image_size=size, image_channels=channels, ink_images=data.ink)
+    return dict(encoder="mlp", feature_size=data.item_shape[0])
 
 
 def _list(values):

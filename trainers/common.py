@@ -88,6 +88,10 @@ flags.DEFINE_bool("jit_compile", True, "Compile the step after the item encoder 
 flags.DEFINE_string("init_from", None, "Start a new run from the best weights of this trained "
                     "model directory (same architecture; e.g. fine-tune a 5-way model on "
                     "20-way episodes). Ignored when --model_dir already holds a checkpoint.")
+flags.DEFINE_string("init_encoder_from", None, "Then copy the image encoder's weights "
+                    "from this model directory (e.g. one written by "
+                    "trainers.pretrain_encoder); every other weight stays --init_from's, or "
+                    "fresh. Ignored when --model_dir already holds a checkpoint.")
 flags.DEFINE_integer("log_interval", LoopConfig.log_interval, "Steps between progress lines and summaries.")
 flags.DEFINE_integer("eval_interval", LoopConfig.eval_interval, "Steps between validation evaluations.")
 flags.DEFINE_integer("checkpoint_interval", LoopConfig.checkpoint_interval, "Steps between checkpoints.")
@@ -169,7 +173,8 @@ def loop_config_from_flags():
         log_interval=FLAGS.log_interval, eval_interval=FLAGS.eval_interval,
         checkpoint_interval=FLAGS.checkpoint_interval, eval_episodes=FLAGS.eval_episodes,
         final_eval_episodes=FLAGS.final_eval_episodes,
-        keep_checkpoints=FLAGS.keep_checkpoints, init_from=FLAGS.init_from)
+        keep_checkpoints=FLAGS.keep_checkpoints, init_from=FLAGS.init_from,
+        init_encoder_from=FLAGS.init_encoder_from)
 
 
 def run_config_from_flags(task, episodes, data, dataset=None):
@@ -218,7 +223,7 @@ class _StopRequested(Exception):
     pass
 
 
-def _format_eta(seconds):
+def format_eta(seconds):
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600:d}h{(seconds % 3600) // 60:02d}m{seconds % 60:02d}s"
 
@@ -334,6 +339,12 @@ def run_training(setup: TaskSetup, run_config: RunConfig, strategy):
                 len(model.variables) - len(fresh), len(model.variables), ", ".join(fresh))
     else:
         logging.info("starting a new run in %s", model_dir)
+    if not restored and loop.init_encoder_from:
+        try:
+            source = checkpoints.initialize_encoder_from(model, loop.init_encoder_from)
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"--init_encoder_from: {e}") from e
+        logging.info("image encoder from %s", source)
     if not restored and setup.on_new_run is not None:
         setup.on_new_run(model)
 
@@ -384,7 +395,7 @@ def run_training(setup: TaskSetup, run_config: RunConfig, strategy):
                     step, total, values["loss"], values["reward"], setup.metric_name,
                     values["final_query_metric"], values["final_distinct_labels"],
                     values["entropy"], rate, rate * loop.batch_size,
-                    _format_eta((total - step) / max(rate, 1e-9)))
+                    format_eta((total - step) / max(rate, 1e-9)))
             if step % loop.checkpoint_interval == 0 or step == total:
                 last_saved = manager.save(checkpoint_number=step)
             if _is_eval_step(step, loop):
