@@ -10,6 +10,7 @@ progress lines with throughput and ETA, a NaN guard, a checkpoint on Ctrl-C or
 SIGTERM, and a final `metrics.json` with held-out curves per policy.
 """
 
+import contextlib
 import dataclasses
 import logging as pylogging
 import os
@@ -266,7 +267,24 @@ class Interrupted(SystemExit):
     """
 
 
-def _is_eval_step(step, loop: LoopConfig):
+@contextlib.contextmanager
+def stop_requests():
+    """Within the block, SIGTERM and SIGINT set `stop["signal"]` instead of
+    killing the process, so a loop can save a checkpoint and stop cleanly."""
+    stop = {"signal": None}
+
+    def request_stop(signum, _frame):
+        stop["signal"] = signum
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def is_eval_step(step, loop: LoopConfig):
     return step > 0 and (step % loop.eval_interval == 0 or step == loop.train_steps)
 
 
@@ -354,66 +372,58 @@ def run_training(setup: TaskSetup, run_config: RunConfig, strategy):
     # A run that died after saving an evaluation step's checkpoint but before
     # recording that evaluation evaluates it now, as the uninterrupted run did.
     evaluated = best.get("evaluated_step", best["step"]) if best else 0
-    if worker.from_chief(_is_eval_step(start_step, loop) and evaluated < start_step):
+    if worker.from_chief(is_eval_step(start_step, loop) and evaluated < start_step):
         logging.info("step %d was saved but not evaluated; evaluating it now", start_step)
         best = _evaluate_and_keep_best(setup, model, start_step, eval_writer, best_manager,
                                        best, best_path, run_config, worker)
 
-    stop = {"signal": None}
-
-    def request_stop(signum, _frame):
-        stop["signal"] = signum
-
-    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     window_start, window_step = time.time(), start_step
     last_saved = manager.latest_checkpoint
-    try:
-        while int(trainer.step.numpy()) < total:
-            step = int(trainer.step.numpy())
-            extra = setup.step_arguments(step) if setup.step_arguments else {}
-            budget = extra.pop("num_steps", setup.num_steps)
-            batch = setup.train_sampler.sample(loop.batch_size, **extra)
-            metrics = trainer.train_step(batch, num_steps=budget)
-            step += 1
-            if metrics["finite"].numpy() < 1.0:
-                raise SystemExit(
-                    f"non-finite loss at step {step} (loss={float(metrics['loss'])}); "
-                    f"training stopped. Last good checkpoint: {last_saved or 'none'}. "
-                    "Lower --learning_rate or --clip_norm and resume from it.")
-            if step % loop.log_interval == 0 or step == total:
-                now = time.time()
-                rate = (step - window_step) / max(now - window_start, 1e-9)
-                window_start, window_step = now, step
-                values = {k: float(v) for k, v in metrics.items()}
-                with writer.as_default(step=step):
-                    for k, v in values.items():
-                        tf.summary.scalar(k, v)
-                    tf.summary.scalar("steps_per_second", rate)
-                logging.info(
-                    "step %d/%d  loss %.4f  reward %.3f  %s@T %.3f  distinct %.2f  "
-                    "entropy %.3f  %.2f steps/s  %.1f episodes/s  ETA %s",
-                    step, total, values["loss"], values["reward"], setup.metric_name,
-                    values["final_query_metric"], values["final_distinct_labels"],
-                    values["entropy"], rate, rate * loop.batch_size,
-                    format_eta((total - step) / max(rate, 1e-9)))
-            if step % loop.checkpoint_interval == 0 or step == total:
-                last_saved = manager.save(checkpoint_number=step)
-            if _is_eval_step(step, loop):
-                best = _evaluate_and_keep_best(setup, model, step, eval_writer, best_manager,
-                                               best, best_path, run_config, worker)
-            if worker.any(stop["signal"] is not None):
-                raise _StopRequested()
-    except _StopRequested:
-        path = manager.save(checkpoint_number=int(trainer.step.numpy()))
-        signum = stop["signal"] or signal.SIGTERM  # another worker's signal
-        message = (f"stopped by signal {signal.Signals(signum).name} at step "
-                   f"{int(trainer.step.numpy())}/{total}; saved {path}. Rerun the same "
-                   "command to resume.")
-        logging.warning("%s", message)
-        raise Interrupted(128 + signum) from None
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    with stop_requests() as stop:
+        try:
+            while int(trainer.step.numpy()) < total:
+                step = int(trainer.step.numpy())
+                extra = setup.step_arguments(step) if setup.step_arguments else {}
+                budget = extra.pop("num_steps", setup.num_steps)
+                batch = setup.train_sampler.sample(loop.batch_size, **extra)
+                metrics = trainer.train_step(batch, num_steps=budget)
+                step += 1
+                if metrics["finite"].numpy() < 1.0:
+                    raise SystemExit(
+                        f"non-finite loss at step {step} (loss={float(metrics['loss'])}); "
+                        f"training stopped. Last good checkpoint: {last_saved or 'none'}. "
+                        "Lower --learning_rate or --clip_norm and resume from it.")
+                if step % loop.log_interval == 0 or step == total:
+                    now = time.time()
+                    rate = (step - window_step) / max(now - window_start, 1e-9)
+                    window_start, window_step = now, step
+                    values = {k: float(v) for k, v in metrics.items()}
+                    with writer.as_default(step=step):
+                        for k, v in values.items():
+                            tf.summary.scalar(k, v)
+                        tf.summary.scalar("steps_per_second", rate)
+                    logging.info(
+                        "step %d/%d  loss %.4f  reward %.3f  %s@T %.3f  distinct %.2f  "
+                        "entropy %.3f  %.2f steps/s  %.1f episodes/s  ETA %s",
+                        step, total, values["loss"], values["reward"], setup.metric_name,
+                        values["final_query_metric"], values["final_distinct_labels"],
+                        values["entropy"], rate, rate * loop.batch_size,
+                        format_eta((total - step) / max(rate, 1e-9)))
+                if step % loop.checkpoint_interval == 0 or step == total:
+                    last_saved = manager.save(checkpoint_number=step)
+                if is_eval_step(step, loop):
+                    best = _evaluate_and_keep_best(setup, model, step, eval_writer, best_manager,
+                                                   best, best_path, run_config, worker)
+                if worker.any(stop["signal"] is not None):
+                    raise _StopRequested()
+        except _StopRequested:
+            path = manager.save(checkpoint_number=int(trainer.step.numpy()))
+            signum = stop["signal"] or signal.SIGTERM  # another worker's signal
+            message = (f"stopped by signal {signal.Signals(signum).name} at step "
+                       f"{int(trainer.step.numpy())}/{total}; saved {path}. Rerun the same "
+                       "command to resume.")
+            logging.warning("%s", message)
+            raise Interrupted(128 + signum) from None
 
     if not worker.is_chief:
         worker.cleanup()

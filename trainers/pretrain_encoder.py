@@ -166,18 +166,11 @@ def run_pretraining(model, config, run, train_sampler, make_eval_sampler, eval_w
                      f" from the weights of {loop.init_from}" if loop.init_from else "")
         evaluate(0)
     done = {e["step"] for e in record["validation"]}
-    if step and step not in done and (step % loop.eval_interval == 0
-                                      or step == loop.train_steps):
+    if common.is_eval_step(step, loop) and step not in done:
         evaluate(step)  # saved at an evaluation step, killed before evaluating it
-    stop = {"signal": None}
-
-    def request_stop(signum, _frame):
-        stop["signal"] = signum
-
-    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     window_start, window_step = time.time(), step
     last_saved = manager.latest_checkpoint
-    try:
+    with common.stop_requests() as stop:
         while step < loop.train_steps:
             metrics = pretrainer.train_step(train_sampler.sample(1))
             step += 1
@@ -193,11 +186,10 @@ def run_pretraining(model, config, run, train_sampler, make_eval_sampler, eval_w
                              "ETA %s", step, loop.train_steps, float(metrics["loss"]),
                              float(metrics["accuracy"]), rate,
                              common.format_eta((loop.train_steps - step) / max(rate, 1e-9)))
-            evaluation_step = step % loop.eval_interval == 0 or step == loop.train_steps
             # Saved before its evaluation: a run killed in between evaluates it on resume.
-            if evaluation_step or step % loop.checkpoint_interval == 0:
+            if common.is_eval_step(step, loop) or step % loop.checkpoint_interval == 0:
                 last_saved = manager.save(checkpoint_number=step)
-            if evaluation_step:
+            if common.is_eval_step(step, loop):
                 evaluate(step)
             if stop["signal"] is not None:
                 path = manager.save(checkpoint_number=step)
@@ -205,9 +197,6 @@ def run_pretraining(model, config, run, train_sampler, make_eval_sampler, eval_w
                                 "same command to resume.", signal.Signals(stop["signal"]).name,
                                 step, loop.train_steps, path)
                 raise common.Interrupted(128 + stop["signal"])
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
     print(json.dumps({"best": record["best"], "validation": record["validation"][-3:]}))
     return record
 
