@@ -185,6 +185,12 @@ def test_pretrainer_resumes_exactly_and_hands_its_encoder_to_a_trainer(tmp_path)
     assert all(0.0 <= e["accuracy"] <= 1.0 for e in record["validation"])
     assert record["best"]["value"] == max(e["accuracy"] for e in record["validation"])
 
+    # Resuming with another model is refused before anything is written.
+    before = open(os.path.join(straight, checkpoints.MODEL_CONFIG)).read()
+    with pytest.raises(SystemExit, match="embed_dim"):
+        _pretrain(tmp_path, data, straight, 6, embed_dim=16)
+    assert open(os.path.join(straight, checkpoints.MODEL_CONFIG)).read() == before
+
     # A trainer's run directory is refused before anything is written.
     os.makedirs(str(tmp_path / "run"))
     open(str(tmp_path / "run" / checkpoints.RUN_CONFIG), "w").write("{}")

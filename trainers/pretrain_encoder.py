@@ -43,6 +43,7 @@ from active_learning.pretraining import EncoderPretrainer, PretrainConfig, one_s
 from active_learning.run_config import episode_seed
 from trainers import classification
 from trainers import common
+from trainers import model_dir as model_dirs
 from trainers import recovery
 
 FLAGS = flags.FLAGS
@@ -126,6 +127,10 @@ def run_pretraining(model, config, run, train_sampler, make_eval_sampler, eval_w
     """The resumable loop; returns the record written to `pretrain.json`."""
     loop = run.loop
     model_dir = loop.model_dir
+    try:  # a folder pretrained for another model is refused before any write
+        model_dirs.check(model_dir, run, model.config)
+    except model_dirs.ModelDirMismatch as e:
+        raise SystemExit(str(e)) from e
     tf.io.gfile.makedirs(model_dir)
     checkpoints.save_model_config(model_dir, model.config)
     pretrainer = EncoderPretrainer(model, config, jit_compile=run.train_config.jit_compile)
