@@ -238,7 +238,7 @@ def build_setup(run, model_options, cache_dir=None, download=False):
             w = int(np.random.RandomState([run.seed, step]).choice(all_ways))
             return {"ways": w, "num_steps": w * episodes.shots}
 
-    inputs = image_inputs(data)
+    inputs = item_inputs(data)
     try:  # e.g. --encoder_residual_blocks with feature-vector data
         config = ModelConfig(task="classification", **model_options, **inputs)
     except ValueError as e:
@@ -289,7 +289,7 @@ def load_data_and_split(run, cache_dir=None, download=False):
     return data, split
 
 
-def image_inputs(data):
+def item_inputs(data):
     """The ModelConfig fields the data sets: image shape and ink, or the feature size."""
     if data.kind == "image":
         size, _, channels = data.item_shape

@@ -92,7 +92,7 @@ def build_model(run, data, init_from):
                              f"{config.item_shape}, the data's are {data.item_shape}")
     else:
         config = ModelConfig(task="classification", **classification.model_options_from_flags(),
-                             **classification.image_inputs(data))
+                             **classification.item_inputs(data))
     if config.encoder != "conv":
         raise SystemExit("pretraining trains the image encoder; this data holds feature "
                          "vectors")
